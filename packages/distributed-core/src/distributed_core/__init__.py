@@ -1,0 +1,64 @@
+"""distributed-core: the wire protocol, Server, rpc, security and a sync bridge.
+
+Everything in the distributed cluster stands on this package: length-prefixed
+frames of msgpack (with cloudpickle for what msgpack cannot carry), a
+handshake that checks protocol versions and a shared secret on every
+connection, a ``Server`` with a plain dict of handlers, and ``rpc`` over one
+connection pool.
+"""
+
+from ._version import __version__
+from .addresses import normalize_address, parse_address, unparse_address
+from .comm import PROTOCOL_VERSION, Comm, connect, read, write
+from .errors import (
+    AuthenticationError,
+    CommClosedError,
+    DecodeError,
+    HandshakeError,
+    LocalProtocolError,
+    ProtocolError,
+    ProtocolVersionError,
+    RemoteError,
+    RemoteProtocolError,
+    RemoteTraceback,
+)
+from .failure import Failure
+from .protocol import Decoder, Limits
+from .rpc import ConnectionPool, rpc
+from .security import Security
+from .serialize import dumps, loads
+from .server import Server
+from .sync import LoopRunner, sync
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AuthenticationError",
+    "Comm",
+    "CommClosedError",
+    "ConnectionPool",
+    "DecodeError",
+    "Decoder",
+    "Failure",
+    "HandshakeError",
+    "Limits",
+    "LocalProtocolError",
+    "LoopRunner",
+    "ProtocolError",
+    "ProtocolVersionError",
+    "RemoteError",
+    "RemoteProtocolError",
+    "RemoteTraceback",
+    "Security",
+    "Server",
+    "__version__",
+    "connect",
+    "dumps",
+    "loads",
+    "normalize_address",
+    "parse_address",
+    "read",
+    "rpc",
+    "sync",
+    "unparse_address",
+    "write",
+]

@@ -1,0 +1,341 @@
+"""Server: a plain dict of handlers, dispatch, error replies.
+
+Message shapes::
+
+    request  {'op': 'name', 'reply': True, **arguments}
+    reply    {'status': 'OK', 'result': value}
+             {'status': 'error', 'type': 'module.Name', 'message': str,
+              'traceback': str, 'exception': <pickled exception>}
+
+A handler is called as ``handler(comm, **arguments)`` and may be sync or
+async. Requests on one connection are handled in order; concurrency comes
+from several connections (``rpc``'s pool opens one per concurrent call).
+Built-in ops: ``ping``, ``identity`` and ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+import time
+
+from tornado.tcpserver import TCPServer
+
+from ._version import __version__
+from .addresses import parse_address, unparse_address
+from .comm import PROTOCOL_VERSION, Comm, stream_addresses
+from .errors import CommClosedError, DecodeError, HandshakeError, LocalProtocolError, ProtocolError
+from .failure import Failure, error_reply
+from .protocol import Limits
+from .security import Security
+
+__all__ = ["Server"]
+
+logger = logging.getLogger("distributed_core.server")
+
+
+class _TCPServer(TCPServer):
+    def __init__(self, owner: Server, **kwargs):
+        super().__init__(**kwargs)
+        self._owner = owner
+
+    def handle_stream(self, stream, address):
+        self._owner._accept(stream)
+
+
+class Server:
+    """Serve ops from a dict of handlers over ``tcp://`` or ``tls://``.
+
+    >>> async def main():
+    ...     server = Server({"add": lambda comm, x, y: x + y})
+    ...     await server.listen("tcp://127.0.0.1:0")
+    ...     async with rpc(server.address) as r:
+    ...         result = await r.add(x=1, y=2)
+    ...     await server.close()
+    ...     return result
+
+    Parameters
+    ----------
+    handlers: dict mapping op names to callables ``handler(comm, **kwargs)``.
+    security: :class:`Security`; with a secret, unauthenticated peers are refused.
+    name: shown in logs and in ``identity``.
+    limits: :class:`Limits` on what one message may make us allocate.
+    handshake_timeout: seconds a new connection has to complete its hello.
+    """
+
+    def __init__(
+        self,
+        handlers: dict,
+        *,
+        security: Security | None = None,
+        name: str | None = None,
+        limits: Limits | None = None,
+        handshake_timeout: float = 10,
+    ):
+        self.handlers = {
+            "ping": _ping,
+            "identity": self._identity_handler,
+            **handlers,
+        }
+        for op, h in self.handlers.items():
+            if not callable(h):
+                raise TypeError(f"handler for op {op!r} is not callable: {h!r}")
+        self.security = security or Security()
+        self.name = name
+        self.limits = limits or Limits()
+        self.handshake_timeout = handshake_timeout
+        self.address: str | None = None
+        self.comms: set[Comm] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._tcp: _TCPServer | None = None
+        self._sockets: list[socket.socket] = []
+        self._closing = False
+        self.started = time.time()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address or 'not listening'}>"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def listen(self, port_or_address=0) -> None:
+        """Start listening.
+
+        An int listens on that port on all interfaces (0 picks a free one);
+        an address such as ``'tcp://127.0.0.1:0'`` or ``'tls://0.0.0.0:8787'``
+        chooses the interface and scheme. ``self.address`` then names the
+        bound address.
+        """
+        if isinstance(port_or_address, int):
+            scheme, host, port = "tcp", "0.0.0.0", port_or_address
+            if self.security.tls_cert is not None:
+                scheme = "tls"
+        else:
+            scheme, host, port = parse_address(port_or_address)
+        ssl_ctx = self.security.server_context() if scheme == "tls" else None
+        sock = _bind(host, port)
+        self._sockets = [sock]
+        self._tcp = _TCPServer(
+            self, ssl_options=ssl_ctx, max_buffer_size=self.limits.max_message_bytes + 2**20
+        )
+        self._tcp.add_sockets(self._sockets)
+        bound_host, bound_port = sock.getsockname()[:2]
+        if bound_host in ("0.0.0.0", "::"):
+            bound_host = _local_ip()
+        self.address = unparse_address(scheme, bound_host, bound_port)
+        logger.info("%s listening at %s", self.name or type(self).__name__, self.address)
+
+    @property
+    def port(self) -> int:
+        return parse_address(self.address)[2]
+
+    async def close(self) -> None:
+        """Stop listening, close every connection and wait for their handlers."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._tcp is not None:
+            self._tcp.stop()
+        for sock in self._sockets:
+            sock.close()
+        for comm in list(self.comms):
+            comm.abort()
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    # -- connections -----------------------------------------------------------
+
+    def _accept(self, stream) -> None:
+        if self._closing:
+            stream.close()
+            return
+        task = asyncio.ensure_future(self._handle_stream(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle_stream(self, stream) -> None:
+        scheme = parse_address(self.address)[0]
+        stream.set_nodelay(True)
+        local, peer = stream_addresses(stream, scheme)
+        comm = Comm(stream, local, peer, self.limits)
+        self.comms.add(comm)
+        try:
+            try:
+                await asyncio.wait_for(
+                    comm.handshake("listener", self.security, self.name),
+                    timeout=self.handshake_timeout,
+                )
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "closing connection from %s: no hello within %ss", peer, self.handshake_timeout
+                )
+                return
+            except HandshakeError as e:
+                logger.warning("refused connection from %s: %s", peer, e)
+                return
+            except (CommClosedError, ProtocolError) as e:
+                logger.info("connection from %s lost during the handshake: %s", peer, e)
+                return
+            await self._serve(comm)
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a bug in us, not the peer's fault; keep serving others
+            logger.exception("unexpected error serving %s", peer)
+        finally:
+            comm.abort()
+            self.comms.discard(comm)
+
+    async def _serve(self, comm: Comm) -> None:
+        peer = comm.peer_address
+        while not comm.closed():
+            try:
+                msg = await comm.read()
+            except DecodeError as e:
+                logger.warning("bad message from %s: %s", peer, e)
+                await self._reply(comm, _error("DecodeError", str(e)))
+                continue
+            except ProtocolError as e:
+                logger.warning("closing connection from %s: %s", peer, e)
+                return
+            except CommClosedError:
+                return
+            if type(msg) is not dict:
+                text = (
+                    f"expected a map like {{'op': name, ...}}, got {type(msg).__name__}: "
+                    f"{_short(msg)}"
+                )
+                logger.warning("bad message from %s: %s", peer, text)
+                await self._reply(comm, _error("TypeError", text))
+                continue
+            op = msg.pop("op", None)
+            reply = msg.pop("reply", True)
+            if op is None:
+                text = f"message has no 'op' key: {_short(msg)}; send {{'op': name, ...}}"
+                logger.warning("bad message from %s: %s", peer, text)
+                await self._reply(comm, _error("KeyError", text))
+                continue
+            if op == "close":
+                if reply:
+                    await self._reply(comm, {"status": "OK", "result": "OK"})
+                return
+            handler = self.handlers.get(op) if type(op) is str else None
+            if handler is None:
+                known = ", ".join(sorted(self.handlers))
+                text = f"unknown op {op!r}; this server knows: {known}"
+                logger.warning("bad request from %s: %s", peer, text)
+                if reply:
+                    await self._reply(comm, _error("ValueError", text))
+                continue
+            try:
+                result = handler(comm, **msg)
+                if inspect.isawaitable(result):
+                    result = await result
+            except CommClosedError:
+                if comm.closed():
+                    return
+                response = error_reply_logged(op, peer, handler, msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                response = error_reply_logged(op, peer, handler, msg)
+            else:
+                response = {"status": "OK", "result": result}
+            if reply and not comm.closed():
+                await self._reply(comm, response)
+
+    async def _reply(self, comm: Comm, response) -> None:
+        try:
+            await comm.write(response)
+        except LocalProtocolError as e:
+            await comm.write(error_reply(e))
+        except CommClosedError:
+            comm.abort()
+
+    # -- built-in handlers -------------------------------------------------------
+
+    def identity(self) -> dict:
+        """What ``identity`` returns; subclasses extend it."""
+        return {
+            "type": type(self).__name__,
+            "name": self.name,
+            "address": self.address,
+            "versions": {"distributed-core": __version__, "protocol": list(PROTOCOL_VERSION)},
+        }
+
+    def _identity_handler(self, comm):
+        return self.identity()
+
+
+def _ping(comm):
+    return "pong"
+
+
+def _short(obj, n=100) -> str:
+    r = repr(obj)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def _error(type_name: str, message: str) -> dict:
+    return Failure(type_name, message, "").to_reply()
+
+
+def error_reply_logged(op, peer, handler, kwargs) -> dict:
+    import sys
+
+    exc = sys.exc_info()[1]
+    if isinstance(exc, TypeError):
+        # Distinguish "called with the wrong arguments" from a TypeError
+        # raised inside the handler: only the former fails to bind.
+        try:
+            inspect.signature(handler).bind(None, **kwargs)
+        except TypeError as bind_error:
+            sig = _signature_text(handler)
+            text = f"wrong arguments for op {op!r}: {bind_error}; expected {op}{sig}"
+            logger.warning("bad request from %s: %s", peer, text)
+            return _error("TypeError", text)
+        except ValueError:
+            pass
+    logger.warning("op %r from %s raised %s: %s", op, peer, type(exc).__name__, exc)
+    return error_reply(exc)
+
+
+def _signature_text(handler) -> str:
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return "(...)"
+    params = list(sig.parameters.values())[1:]  # drop comm
+    return str(sig.replace(parameters=params))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        if e.errno == 98 or "in use" in str(e):
+            raise OSError(e.errno, f"cannot listen on {host}:{port}: the port is already in use")
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
+
+
+def _local_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"

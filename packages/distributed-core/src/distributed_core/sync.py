@@ -1,0 +1,105 @@
+"""Run coroutines from blocking code: an event loop in a daemon thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+__all__ = ["LoopRunner", "sync"]
+
+
+class LoopRunner:
+    """An asyncio event loop running in a daemon thread.
+
+    ``runner.run(coro_fn, *args, timeout=None, **kwargs)`` runs
+    ``coro_fn(*args, **kwargs)`` on that loop and blocks the calling thread
+    until it finishes, returning its result or re-raising its exception.
+    A ``KeyboardInterrupt`` in the calling thread cancels the coroutine and
+    propagates. Calling ``run`` from the loop's own thread is an error (it
+    would deadlock).
+    """
+
+    def __init__(self, name: str = "distributed-loop"):
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+        self._started.wait()
+        self._closed = False
+
+    def _main(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def in_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def run(self, coro_fn, *args, timeout: float | None = None, **kwargs):
+        if self._closed:
+            raise RuntimeError("LoopRunner is closed")
+        if self.in_loop_thread():
+            raise RuntimeError(
+                "blocking call made from inside the event loop; use the asynchronous "
+                "form (await ...) there"
+            )
+
+        async def main():
+            if timeout is None:
+                return await coro_fn(*args, **kwargs)
+            return await asyncio.wait_for(coro_fn(*args, **kwargs), timeout)
+
+        fut = asyncio.run_coroutine_threadsafe(main(), self.loop)
+        try:
+            return fut.result()
+        except KeyboardInterrupt:
+            fut.cancel()
+            raise
+        except concurrent.futures.CancelledError:
+            raise asyncio.CancelledError() from None
+
+    def call_soon(self, fn, *args) -> None:
+        """Schedule a plain callback on the loop from any thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def close(self, timeout: float = 5) -> None:
+        """Cancel what still runs on the loop, stop it and join the thread."""
+        if self._closed:
+            return
+        self._closed = True
+
+        async def cancel_all():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(timeout)
+            except Exception:
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def sync(runner: LoopRunner, coro_fn, *args, timeout=None, **kwargs):
+    """Run ``coro_fn(*args, **kwargs)`` on ``runner``'s loop and wait for it."""
+    return runner.run(coro_fn, *args, timeout=timeout, **kwargs)
