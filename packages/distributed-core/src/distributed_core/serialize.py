@@ -18,9 +18,10 @@ code   payload
 =====  ==========================================================
 
 Objects msgpack cannot carry (functions, numpy arrays, exceptions, user
-classes) are pickled with protocol 5; their ``PickleBuffer``\\ s become frames,
-as do ``bytes``/``bytearray``/``memoryview`` values of at least
-``OOB_THRESHOLD`` bytes, so large payloads are never copied while sending.
+classes, ints beyond 64 bits) are pickled with protocol 5; their
+``PickleBuffer``\\ s become frames, as do ``bytes``/``memoryview`` values of at
+least ``OOB_THRESHOLD`` bytes (and every ``bytearray``, to keep its type), so
+large payloads are never copied while sending.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ __all__ = ["OOB_THRESHOLD", "dumps", "loads", "pickle_dumps", "pickle_loads"]
 
 OOB_THRESHOLD = 64 * 1024
 
+#: Extension types nest by calling msgpack's unpacker from its own ext hook,
+#: and each level costs ~45 KB of C stack: a few hundred levels crash the
+#: process (segfault), so a peer could kill a server with one small message.
+#: ``loads`` refuses deeper nesting; ``dumps`` pickles what would go deeper
+#: (pickle builds nested objects without recursing in C).
+MAX_NESTING = 32
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
 EXT_TUPLE = 1
 EXT_SET = 2
 EXT_FROZENSET = 3
@@ -46,6 +57,7 @@ _KIND_BYTES = 0
 _KIND_BYTEARRAY = 1
 
 _ATOMIC = frozenset({str, int, float, bool, type(None)})
+_NESTED = {tuple: EXT_TUPLE, set: EXT_SET, frozenset: EXT_FROZENSET}
 _ExtType = msgpack.ExtType
 
 
@@ -78,10 +90,11 @@ def pickle_loads(data, buffers=()):
 
 
 class _Encoder:
-    __slots__ = ("frames",)
+    __slots__ = ("frames", "depth")
 
     def __init__(self):
         self.frames = [b""]  # frame 0 filled in at the end
+        self.depth = 0  # extension types around the object being encoded
 
     def _frame(self, buf) -> int:
         self.frames.append(buf)
@@ -90,6 +103,8 @@ class _Encoder:
     def enc(self, obj):
         t = type(obj)
         if t in _ATOMIC:
+            if t is int and not _INT_MIN <= obj <= _INT_MAX:
+                return self.pickled(obj)  # beyond msgpack's 64 bits
             return obj
         if t is dict:
             enc = self.enc
@@ -97,20 +112,23 @@ class _Encoder:
         if t is list:
             enc = self.enc
             return [enc(x) for x in obj]
-        if t is tuple:
-            return _ExtType(EXT_TUPLE, _packb([self.enc(x) for x in obj]))
+        code = _NESTED.get(t)
+        if code is not None:
+            if self.depth >= MAX_NESTING - 1:
+                return self.pickled(obj)
+            self.depth += 1
+            try:
+                return _ExtType(code, _packb([self.enc(x) for x in obj]))
+            finally:
+                self.depth -= 1
         if t is bytes or t is bytearray or t is memoryview:
             n = obj.nbytes if t is memoryview else len(obj)
-            if n < OOB_THRESHOLD:
+            if n < OOB_THRESHOLD and t is not bytearray:  # bytearrays keep their type
                 return bytes(obj) if t is memoryview else obj
             if t is memoryview:
                 obj = obj.cast("B") if obj.c_contiguous else memoryview(obj.tobytes())
             kind = _KIND_BYTEARRAY if t is bytearray else _KIND_BYTES
             return _ExtType(EXT_BUFFER, _packb([self._frame(obj), kind]))
-        if t is set:
-            return _ExtType(EXT_SET, _packb([self.enc(x) for x in obj]))
-        if t is frozenset:
-            return _ExtType(EXT_FROZENSET, _packb([self.enc(x) for x in obj]))
         return self.pickled(obj)
 
     def pickled(self, obj):
@@ -132,10 +150,70 @@ def dumps(msg) -> list:
     enc = _Encoder()
     try:
         enc.frames[0] = _packb(enc.enc(msg))
-    except (ValueError, OverflowError, TypeError) as e:
-        # e.g. an int beyond 64 bits, or nesting deeper than msgpack allows
+    except (ValueError, OverflowError, TypeError, RecursionError) as e:
+        # e.g. lists nested deeper than msgpack (or Python) allows
         raise LocalProtocolError(f"cannot encode message: {type(e).__name__}: {e}") from e
     return enc.frames
+
+
+class _Loader:
+    """Decodes one message. A class, not closures: nested closures that refer
+    to each other form a reference cycle that kept every received message's
+    frames alive until the next full garbage collection."""
+
+    __slots__ = ("frames", "allow_pickle", "depth")
+
+    def __init__(self, frames, allow_pickle):
+        self.frames = frames
+        self.allow_pickle = allow_pickle
+        self.depth = 0
+
+    def frame(self, i):
+        n = len(self.frames)
+        if type(i) is not int or not 0 < i < n:
+            raise DecodeError(f"message refers to frame {i!r}, but it has {n} frames")
+        return self.frames[i]
+
+    def unpack(self, data):
+        return msgpack.unpackb(
+            data, ext_hook=self.hook, raw=False, strict_map_key=False, use_list=True
+        )
+
+    def hook(self, code, data):
+        if self.depth >= MAX_NESTING:
+            raise DecodeError(
+                f"message has extension types nested more than {MAX_NESTING} deep; refusing it"
+            )
+        self.depth += 1
+        try:
+            return self.decode_ext(code, data)
+        finally:
+            self.depth -= 1
+
+    def decode_ext(self, code, data):
+        if code == EXT_TUPLE:
+            return tuple(self.unpack(data))
+        if code == EXT_BUFFER:
+            index, kind = self.unpack(data)
+            buf = self.frame(index)
+            if kind == _KIND_BYTEARRAY:
+                return buf if type(buf) is bytearray else bytearray(buf)
+            return buf if type(buf) is bytes else bytes(buf)
+        if code == EXT_SET:
+            return set(self.unpack(data))
+        if code == EXT_FROZENSET:
+            return frozenset(self.unpack(data))
+        if code == EXT_PICKLE:
+            if not self.allow_pickle:
+                raise DecodeError(
+                    "peer sent a pickled object on a connection that is not "
+                    "authenticated; refusing to unpickle it"
+                )
+            head, indices = self.unpack(data)
+            if type(head) is int:
+                head = self.frame(head)
+            return pickle_loads(head, buffers=[self.frame(i) for i in indices])
+        raise DecodeError(f"unknown msgpack extension type {code}")
 
 
 def loads(frames, allow_pickle: bool = True):
@@ -145,48 +223,14 @@ def loads(frames, allow_pickle: bool = True):
     value raises :class:`DecodeError` instead of being unpickled.
     Any malformed content raises :class:`DecodeError`.
     """
-    nframes = len(frames)
-
-    def frame(i):
-        if type(i) is not int or not 0 < i < nframes:
-            raise DecodeError(f"message refers to frame {i!r}, but it has {nframes} frames")
-        return frames[i]
-
-    def hook(code, data):
-        if code == EXT_TUPLE:
-            return tuple(unpack(data))
-        if code == EXT_BUFFER:
-            index, kind = unpack(data)
-            buf = frame(index)
-            if kind == _KIND_BYTEARRAY:
-                return buf if type(buf) is bytearray else bytearray(buf)
-            return buf if type(buf) is bytes else bytes(buf)
-        if code == EXT_SET:
-            return set(unpack(data))
-        if code == EXT_FROZENSET:
-            return frozenset(unpack(data))
-        if code == EXT_PICKLE:
-            if not allow_pickle:
-                raise DecodeError(
-                    "peer sent a pickled object on a connection that is not "
-                    "authenticated; refusing to unpickle it"
-                )
-            head, indices = unpack(data)
-            if type(head) is int:
-                head = frame(head)
-            return pickle_loads(head, buffers=[frame(i) for i in indices])
-        raise DecodeError(f"unknown msgpack extension type {code}")
-
-    def unpack(data):
-        return msgpack.unpackb(
-            data, ext_hook=hook, raw=False, strict_map_key=False, use_list=True
-        )
-
+    loader = _Loader(frames, allow_pickle)
     try:
-        return unpack(frames[0])
+        return loader.unpack(frames[0])
     except DecodeError:
         raise
     except Exception as e:
         # msgpack raises ExtraData/FormatError/StackError/ValueError/..., and
         # unpickling can raise anything (a missing module, a bad reducer).
-        raise DecodeError(f"could not decode message: {type(e).__name__}: {e}") from e
+        raise DecodeError(f"could not decode message: {type(e).__name__}: {e}") from None
+    finally:
+        loader.frames = None

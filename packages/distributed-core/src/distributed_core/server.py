@@ -207,7 +207,9 @@ class Server:
             except ProtocolError as e:
                 logger.warning("closing connection from %s: %s", peer, e)
                 return
-            except CommClosedError:
+            except CommClosedError as e:
+                if isinstance(e.__cause__, EOFError):  # closed mid-message (see read_frames)
+                    logger.info("connection from %s lost: %s", peer, e)
                 return
             if type(msg) is not dict:
                 text = (

@@ -1,0 +1,186 @@
+"""``dworker CENTER_ADDRESS``: run one worker until SIGINT/SIGTERM or ``terminate``.
+
+Prints ``Start worker at tcp://HOST:PORT`` once listening and
+``Registered with center at tcp://...`` once registered. Start-up problems
+(a bad address, a port in use, an unreachable Center, unreadable TLS files)
+print one ``dworker: error: ...`` line on stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import click
+
+import distributed_core
+from distributed_core import CommClosedError, HandshakeError, Security, normalize_address
+
+from ._version import __version__
+from .stream import RegistrationError
+from .worker import Worker
+
+__all__ = ["main"]
+
+logger = logging.getLogger("distributed_worker.cli")
+
+
+class StartupError(Exception):
+    """A problem that ends the CLI with one line on stderr."""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("center_address")
+@click.option(
+    "--host",
+    default=None,
+    help="Interface to listen on, which peers use to reach this worker "
+    "[default: the local address that routes to the center].",
+)
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--ncores",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Threads running computations [default: number of CPUs].",
+)
+@click.option("--name", default=None, help="A name for this worker, shown by the center.")
+@click.option(
+    "--heartbeat-interval",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between heartbeats [default: what the center asks for].",
+)
+@click.option(
+    "--connect-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for the center at start-up.",
+)
+@click.option("--secret-file", default=None, help="File holding the cluster's shared secret.")
+@click.option("--tls-cert", default=None, help="PEM certificate for TLS.")
+@click.option("--tls-key", default=None, help="PEM private key for TLS.")
+@click.option("--tls-ca-file", default=None, help="PEM file of the CA that signs peers.")
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.version_option(
+    __version__,
+    "--version",
+    prog_name="dworker",
+    message=(
+        f"%(prog)s %(version)s (distributed-core {distributed_core.__version__}, "
+        f"protocol {'.'.join(map(str, distributed_core.PROTOCOL_VERSION))})"
+    ),
+)
+def main(
+    center_address, host, port, ncores, name, heartbeat_interval, connect_timeout,
+    secret_file, tls_cert, tls_key, tls_ca_file, log_level,
+):  # fmt: skip
+    """Start a worker that registers with the center at CENTER_ADDRESS."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        center = normalize_address(center_address)
+        security = Security.from_files(secret_file, tls_cert, tls_key, tls_ca_file)
+    except (TypeError, ValueError, OSError) as e:
+        _fail(str(e))
+    try:
+        asyncio.run(
+            _run(
+                center,
+                host=host,
+                port=port,
+                ncores=ncores,
+                name=name,
+                heartbeat_interval=heartbeat_interval,
+                connect_timeout=connect_timeout,
+                security=security,
+            )
+        )
+    except StartupError as e:
+        _fail(str(e))
+
+
+def _fail(message: str) -> None:
+    click.echo(f"dworker: error: {message}", err=True)
+    sys.exit(1)
+
+
+async def _run(center, *, host, port, connect_timeout, security, **kwargs) -> None:
+    worker = Worker(center, connect_timeout=connect_timeout, security=security, **kwargs)
+    scheme = "tls" if center.startswith("tls://") else "tcp"
+    if host is None:
+        address = worker.default_address().rsplit(":", 1)[0] + f":{port}"
+    else:
+        address = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+    try:
+        address = normalize_address(address)
+        await worker.listen(address)
+    except (OSError, ValueError) as e:
+        await worker.close(unregister=False)
+        raise StartupError(_listen_error(address, e)) from None
+    click.echo(f"Start worker at {worker.address}")
+    sys.stdout.flush()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        registering = asyncio.ensure_future(worker.register())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([registering, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not registering.done():  # interrupted while waiting for the center
+            registering.cancel()
+            await asyncio.gather(registering, return_exceptions=True)
+            await worker.close(unregister=False)
+            return
+        stopping.cancel()
+        try:
+            registering.result()
+        except (CommClosedError, HandshakeError, RegistrationError, OSError) as e:
+            raise StartupError(
+                f"cannot register with the center at {center}: {e}; is dcenter running there?"
+            ) from None
+        click.echo(f"Registered with center at {center}")
+        sys.stdout.flush()
+
+        stopping = asyncio.ensure_future(stop.wait())
+        finished = asyncio.ensure_future(worker.finished())
+        await asyncio.wait([stopping, finished], return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopping, finished):
+            task.cancel()
+        if stop.is_set():
+            logger.info("signal received: shutting down")
+        await worker.close()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def _listen_error(address: str, e: Exception) -> str:
+    text = str(e)
+    if isinstance(e, OSError) and e.strerror and not text.startswith("cannot listen"):
+        text = e.strerror
+    if not text.startswith("cannot listen"):
+        text = f"cannot listen on {address}: {text}"
+    if "in use" in text:
+        text += "; pick another with --port, or --port 0 for any free port"
+    return text

@@ -1,0 +1,309 @@
+"""The worker's report stream: one long-lived connection to the Center.
+
+The worker registers over it (``register`` with ``stream=True``, carrying every
+key it holds), then sends ``add_keys``/``remove_keys`` batches, heartbeats and,
+on shutdown, ``unregister``; the Center never replies after the registration
+answer. When the stream closes (the Center restarted, or dropped us after we
+were frozen by SIGSTOP), the worker reconnects with backoff and registers
+again with all its keys, so nothing is lost.
+
+Batching: store changes go into a `ReportBatch` and are written
+``batch_interval`` seconds later, or at once when ``batch_size`` keys are
+pending, so thousands of small results a second cost a few hundred stream
+messages, not thousands of Center round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+
+from distributed_core import CommClosedError, ProtocolError, connect
+
+from .batch import ReportBatch
+
+__all__ = ["CenterStream", "RegistrationError"]
+
+logger = logging.getLogger("distributed_worker.stream")
+
+#: errors that mean "the Center could not be reached or went away"
+CONNECTION_ERRORS = (CommClosedError, ProtocolError, OSError, asyncio.TimeoutError)
+
+
+class RegistrationError(ConnectionError):
+    """The Center answered our registration with something other than OK."""
+
+
+class CenterStream:
+    """Registration, batched key reports and heartbeats to one Center.
+
+    Parameters
+    ----------
+    center: the Center's address.
+    info: returns the registration fields that are not keys
+        (``address``, ``ncores``, ``name``).
+    snapshot: returns ``(keys, {key: nbytes})`` of everything held now.
+    metrics: returns the fields sent with each heartbeat.
+    security: a `distributed_core.Security`, or None.
+    heartbeat_interval: seconds between heartbeats; None uses the interval
+        the Center asks for; a value larger than the Center's is lowered to it.
+    batch_interval, batch_size: flush pending reports after this many seconds,
+        or as soon as this many keys are pending.
+    connect_timeout: how long one connection attempt may take.
+    backoff: (first, largest) delay between reconnection attempts, seconds.
+    """
+
+    def __init__(
+        self,
+        center: str,
+        *,
+        info: Callable[[], dict],
+        snapshot: Callable[[], tuple[list, dict]],
+        metrics: Callable[[], dict] = dict,
+        security=None,
+        heartbeat_interval: float | None = None,
+        batch_interval: float = 0.005,
+        batch_size: int = 1000,
+        connect_timeout: float = 10.0,
+        backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        self.center = center
+        self._info = info
+        self._snapshot = snapshot
+        self._metrics = metrics
+        self.security = security
+        self.requested_heartbeat_interval = heartbeat_interval
+        self.heartbeat_interval = heartbeat_interval or 1.0
+        self.batch_interval = batch_interval
+        self.batch = ReportBatch(batch_size)
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff
+        self.registrations = 0  # successful registrations so far
+        self.comm = None  # the registered stream, or None while reconnecting
+        self._write_lock = asyncio.Lock()
+        self._pending = asyncio.Event()  # something is in the batch
+        self._full = asyncio.Event()  # the batch is full: flush now
+        self._registered = asyncio.Event()  # set while self.comm is registered
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._tasks: list[asyncio.Task] = []
+        self._closing = False
+
+    def __repr__(self) -> str:
+        state = "registered" if self.comm is not None else "not registered"
+        return f"<CenterStream to {self.center}, {state}>"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register for the first time, then keep the stream up in the background.
+
+        Raises `CommClosedError` (or `RegistrationError`) if the Center cannot
+        be reached within ``connect_timeout``.
+        """
+        await self._register()
+        self._tasks = [
+            asyncio.ensure_future(self._supervise()),
+            asyncio.ensure_future(self._flush_loop()),
+            asyncio.ensure_future(self._heartbeat_loop()),
+        ]
+
+    async def close(self, unregister: bool = True) -> None:
+        """Stop reporting; with `unregister`, tell the Center we are leaving."""
+        if self._closing:
+            return
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        comm, self.comm = self.comm, None
+        self._registered.clear()
+        if comm is not None:
+            if unregister:
+                try:
+                    async with self._write_lock:
+                        await asyncio.wait_for(comm.write({"op": "unregister"}), 2)
+                except CONNECTION_ERRORS as e:
+                    logger.info("could not unregister from %s: %s", self.center, e)
+            await comm.close()
+        for _, fut in self._waiters:
+            if not fut.done():
+                fut.cancel()
+        self._waiters = []
+
+    # -- reports ---------------------------------------------------------------
+
+    def add(self, nbytes: Mapping) -> None:
+        """Report that the keys of `nbytes` (``{key: size}``) are now held."""
+        self.batch.add(nbytes)
+        self._wake()
+
+    def remove(self, keys) -> None:
+        """Report that `keys` are no longer held."""
+        self.batch.remove(keys)
+        self._wake()
+
+    def _wake(self) -> None:
+        if len(self.batch):
+            self._pending.set()
+            if self.batch.full:
+                self._full.set()
+
+    async def flush(self) -> None:
+        """Write everything pending to the stream now (no-op when disconnected).
+
+        While disconnected the batch is kept; the next registration replaces it
+        with a full snapshot of the store.
+        """
+        self._pending.clear()
+        self._full.clear()
+        comm = self.comm
+        if comm is None or not len(self.batch):
+            return
+        messages = self.batch.take()
+        await self._write(comm, messages)
+
+    async def wait_registered(self, after: int, timeout: float | None = None) -> None:
+        """Wait until registration number ``after + 1`` (or a later one) succeeded."""
+        if self.registrations > after:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((after, fut))
+        await asyncio.wait_for(fut, timeout)
+
+    # -- internals ---------------------------------------------------------------
+
+    async def _write(self, comm, messages: list) -> bool:
+        """Write `messages` on `comm` in order; on failure drop the stream."""
+        try:
+            async with self._write_lock:
+                for msg in messages:
+                    await comm.write(msg)
+            return True
+        except CONNECTION_ERRORS as e:
+            logger.info("report stream to %s broke while writing: %s", self.center, e)
+            comm.abort()  # wakes _supervise, which reconnects
+            return False
+
+    async def _register(self) -> None:
+        comm = await connect(
+            self.center,
+            timeout=self.connect_timeout,
+            security=self.security,
+            name="worker-stream",
+        )
+        try:
+            # Snapshot and clear the batch with no await in between: changes
+            # after this point are in the batch and are sent after the
+            # registration, on the same ordered stream.
+            keys, nbytes = self._snapshot()
+            self.batch.clear()
+            msg = {
+                "op": "register",
+                "reply": False,
+                "stream": True,
+                **self._info(),
+                "keys": keys,
+                "nbytes": nbytes,
+            }
+            await comm.write(msg)
+            response = await asyncio.wait_for(comm.read(), self.connect_timeout)
+        except BaseException:
+            comm.abort()
+            raise
+        if not isinstance(response, dict) or response.get("status") != "OK":
+            comm.abort()
+            detail = response.get("message", response) if isinstance(response, dict) else response
+            raise RegistrationError(f"center at {self.center} refused to register us: {detail}")
+        self._set_heartbeat_interval(response.get("heartbeat_interval"))
+        self.comm = comm
+        self.registrations += 1
+        self._registered.set()
+        self._wake()
+        waiters, self._waiters = self._waiters, []
+        for after, fut in waiters:
+            if fut.done():
+                continue
+            if self.registrations > after:
+                fut.set_result(None)
+            else:
+                self._waiters.append((after, fut))
+        logger.info(
+            "registered with center at %s with %d keys (registration %d)",
+            self.center,
+            len(keys),
+            self.registrations,
+        )
+
+    def _set_heartbeat_interval(self, center_interval) -> None:
+        ours = self.requested_heartbeat_interval
+        if isinstance(center_interval, (int, float)) and center_interval > 0:
+            self.heartbeat_interval = min(ours, center_interval) if ours else center_interval
+        else:
+            self.heartbeat_interval = ours or 1.0
+
+    async def _supervise(self) -> None:
+        """Watch the stream; when it closes, reconnect with backoff and re-register."""
+        first, largest = self.backoff
+        delay = first
+        while not self._closing:
+            comm = self.comm
+            if comm is None:
+                try:
+                    await self._register()
+                except CONNECTION_ERRORS + (RegistrationError,) as e:
+                    logger.info(
+                        "cannot reach center at %s (%s); retrying in %.2fs", self.center, e, delay
+                    )
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, largest)
+                    continue
+                delay = first
+                comm = self.comm
+            await self._watch(comm)
+            if self.comm is comm:
+                self.comm = None
+                self._registered.clear()
+            if not self._closing:
+                logger.warning("lost the report stream to center at %s; reconnecting", self.center)
+
+    async def _watch(self, comm) -> None:
+        """Return once `comm` is closed. The Center sends nothing on it."""
+        while True:
+            try:
+                msg = await comm.read()
+            except CONNECTION_ERRORS:
+                comm.abort()
+                return
+            except Exception as e:  # undecodable content; the stream is still usable
+                logger.warning("unexpected content from center at %s: %s", self.center, e)
+                continue
+            logger.debug("ignoring message from center on the report stream: %r", msg)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._pending.wait()
+            if not self.batch.full:
+                try:
+                    await asyncio.wait_for(self._full.wait(), self.batch_interval)
+                except asyncio.TimeoutError:
+                    pass
+            await self.flush()
+            if self.comm is None:
+                # Nothing can be sent until we are registered again; the new
+                # registration clears the batch and carries every key.
+                await self._registered.wait()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            comm = self.comm
+            if comm is None:
+                continue
+            try:
+                metrics = self._metrics()
+            except Exception:
+                logger.exception("collecting heartbeat metrics failed")
+                metrics = {}
+            await self._write(comm, [{"op": "heartbeat", **metrics}])

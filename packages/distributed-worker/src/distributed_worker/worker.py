@@ -1,0 +1,479 @@
+"""`Worker`: holds data, runs functions on it, fetches missing inputs from peers.
+
+The I/O around the pure parts: `DataStore` (store.py), `substitute`
+(substitute.py), `fetch_from_peers` (fetch.py) and the report stream to the
+Center (stream.py).
+
+Ops served (see docs/dev/contracts.md)::
+
+    compute(function, key, args=(), kwargs=None, needed=(), who_has=None, report=True)
+        -> {'status': 'OK', 'key', 'nbytes', 'type'}
+         | {'status': 'error', 'key', 'exception': Failure}
+         | {'status': 'missing-data', 'key', 'keys': [...]}
+    get_data(keys, allow_missing=False) -> {key: value}
+    update_data(data, report=True)      -> {'keys': [...], 'nbytes': {key: n}}
+    delete_data(keys, report=True)      -> 'OK'
+    keys()                              -> [key, ...]
+    identity()                          -> {'type': 'Worker', 'address', 'center', ...}
+    terminate()                         -> 'OK', then the worker unregisters and closes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import platform
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+
+import distributed_core
+from distributed_core import (
+    ConnectionPool,
+    Failure,
+    Server,
+    dumps,
+    normalize_address,
+    parse_address,
+    rpc,
+    unparse_address,
+)
+
+from ._version import __version__
+from .fetch import fetch_from_peers
+from .store import DataStore, check_key, check_keys
+from .stream import CenterStream
+from .substitute import substitute
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("distributed_worker.worker")
+
+_MISSING = object()
+
+
+class Worker(Server):
+    """A worker node: a `distributed_core.Server` serving the worker ops.
+
+    >>> async def main(center_address):
+    ...     async with Worker(center_address, ncores=2) as w:  # doctest: +SKIP
+    ...         await w.start("tcp://127.0.0.1:0")
+    ...         await w.finished()
+
+    Parameters
+    ----------
+    center: the Center's address (``'tcp://host:port'``, ``'host:port'``).
+    ncores: threads that run computations (default: the number of CPUs).
+    name: a name shown by the Center (default: none).
+    security: a `distributed_core.Security` used for listening, for the
+        Center and for peers.
+    heartbeat_interval: seconds between heartbeats (default: what the Center
+        asks for; never more than that).
+    connect_timeout: how long reaching the Center may take at start-up.
+    peer_connect_timeout: how long connecting to a peer may take before the
+        next holder of a key is tried (refused connections are retried until
+        then, so this bounds the cost of a dead holder in a ``who_has`` hint).
+    batch_interval, batch_size: add/remove reports are sent this many seconds
+        after a change, or as soon as this many keys are pending.
+    limits: `distributed_core.Limits` on incoming messages.
+    """
+
+    def __init__(
+        self,
+        center,
+        *,
+        ncores: int | None = None,
+        name: str | None = None,
+        security=None,
+        heartbeat_interval: float | None = None,
+        connect_timeout: float = 10.0,
+        peer_connect_timeout: float = 3.0,
+        batch_interval: float = 0.005,
+        batch_size: int = 1000,
+        limits=None,
+    ) -> None:
+        handlers = {
+            "compute": self.compute,
+            "get_data": self.get_data,
+            "update_data": self.update_data,
+            "delete_data": self.delete_data,
+            "keys": self.keys,
+            "identity": self._identity_op,
+            "terminate": self.terminate,
+        }
+        super().__init__(handlers, security=security, name=name, limits=limits)
+        self.center = normalize_address(center)
+        if ncores is not None and (not isinstance(ncores, int) or ncores < 1):
+            raise ValueError(f"ncores must be a positive integer, got {ncores!r}")
+        self.ncores = ncores or os.cpu_count() or 1
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval!r}")
+        self.connect_timeout = connect_timeout
+        self.store = DataStore()
+        self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="dworker-compute")
+        self.pool = ConnectionPool(  # to peers
+            security=self.security, connect_timeout=peer_connect_timeout, name=name or "worker"
+        )
+        self.center_rpc = rpc(
+            self.center, security=self.security, connect_timeout=connect_timeout, name=name
+        )
+        self.stream = CenterStream(
+            self.center,
+            info=lambda: {"address": self.address, "ncores": self.ncores, "name": self.name},
+            snapshot=self.store.snapshot,
+            metrics=self._metrics,
+            security=self.security,
+            heartbeat_interval=heartbeat_interval,
+            batch_interval=batch_interval,
+            batch_size=batch_size,
+            connect_timeout=connect_timeout,
+        )
+        self._fetching: dict = {}  # key -> future of a fetch in progress
+        self._process = psutil.Process()
+        self._closed = asyncio.Event()
+        self._close_task: asyncio.Task | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker {self.address or 'not listening'} center={self.center} "
+            f"keys={len(self.store)} ncores={self.ncores}>"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def default_address(self) -> str:
+        """Where to listen when not told: port 0 on the interface that routes to
+        the Center, with the Center's scheme (``tls`` if it uses TLS)."""
+        scheme, host, _ = parse_address(self.center)
+        return unparse_address(scheme, route_to(host), 0)
+
+    async def start(self, address=None) -> Worker:
+        """Listen (on `address`, or `default_address`) and register with the Center.
+
+        Raises `OSError` when the address cannot be bound and
+        `distributed_core.CommClosedError` when the Center cannot be reached
+        within ``connect_timeout``.
+        """
+        await self.listen(self.default_address() if address is None else address)
+        await self.register()
+        return self
+
+    async def register(self) -> None:
+        """Register with the Center and start the report stream (after `listen`)."""
+        if self.address is None:
+            raise RuntimeError("call listen() before register()")
+        try:
+            await self.stream.start()
+        except BaseException:
+            await self.close(unregister=False)
+            raise
+
+    async def close(self, unregister: bool = True) -> None:
+        """Unregister from the Center (unless told not to), stop serving, free threads."""
+        if self._closing:
+            await self._closed.wait()
+            return
+        logger.info("worker %s closing", self.address)
+        await super().close()  # sets _closing, stops serving
+        await self.stream.close(unregister=unregister)
+        await self.center_rpc.close_rpc()
+        await self.pool.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self._closed.set()
+
+    async def finished(self) -> None:
+        """Wait until the worker is closed (e.g. by the ``terminate`` op)."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Worker:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- ops -------------------------------------------------------------------------
+
+    async def compute(
+        self,
+        comm,
+        function=None,
+        key=None,
+        args=(),
+        kwargs=None,
+        needed=(),
+        who_has=None,
+        report=True,
+    ) -> dict:
+        """Run ``function(*args, **kwargs)`` with needed keys replaced by their data.
+
+        The result is stored under `key` and reported to the Center; the
+        reply carries its size and type, never the value.
+        """
+        if not callable(function):
+            raise TypeError(
+                f"compute: function must be callable, got {type(function).__name__}: "
+                f"{function!r:.100}"
+            )
+        check_key(key)
+        if args is None:
+            args = ()
+        if not isinstance(args, (list, tuple)):
+            raise TypeError(f"compute: args must be a list or tuple, got {type(args).__name__}")
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
+            raise TypeError(f"compute: kwargs must be a dict with str keys, got {kwargs!r:.100}")
+        needed = check_keys(needed if needed is not None else (), "needed")
+        if who_has is not None and not isinstance(who_has, dict):
+            raise TypeError(
+                f"compute: who_has must be a dict {{key: [addresses]}}, got "
+                f"{type(who_has).__name__}"
+            )
+
+        inputs = {k: self.store[k] for k in needed if k in self.store}
+        missing = [k for k in dict.fromkeys(needed) if k not in inputs]
+        if missing:
+            fetched, lost = await self._fetch(missing, who_has)
+            if lost:
+                logger.warning("compute %r: no worker could provide %s", key, lost)
+                return {"status": "missing-data", "key": key, "keys": lost}
+            inputs.update(fetched)
+
+        failed = next((v for v in inputs.values() if isinstance(v, Failure)), None)
+        if failed is not None:
+            value = failed  # an input errored: so does this result
+        else:
+            value = await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                _run,
+                function,
+                substitute(args, inputs),
+                substitute(kwargs, inputs),
+                key,
+            )
+        if self._closing:
+            raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
+        nbytes = self.store.put(key, value)
+        if report:
+            self.stream.add({key: nbytes})
+        if isinstance(value, Failure):
+            return {"status": "error", "key": key, "exception": value}
+        return {"status": "OK", "key": key, "nbytes": nbytes, "type": _type_name(value)}
+
+    def get_data(self, comm, keys=None, allow_missing=False) -> dict:
+        """``{key: value}`` for `keys`; a stored error comes back as its `Failure`."""
+        return self.store.get(keys, allow_missing=allow_missing)
+
+    async def update_data(self, comm, data=None, report=True) -> dict:
+        """Store `data`; with `report`, return only once the Center lists the keys.
+
+        How: the additions go on the report stream (so they stay ordered after
+        any earlier removal of the same keys), the stream is flushed, and then
+        one ``add_keys`` request to the Center confirms them. If the stream is
+        down, the next registration (which carries every key held) confirms
+        them instead.
+        """
+        nbytes = self.store.update(data)
+        if report and nbytes:
+            await self._confirm(nbytes)
+        return {"keys": list(nbytes), "nbytes": nbytes}
+
+    def delete_data(self, comm, keys=None, report=True) -> str:
+        """Drop `keys` (keys not held are ignored); with `report`, tell the Center."""
+        keys = check_keys(keys)
+        self.store.delete(keys)
+        if report and keys:
+            self.stream.remove(keys)
+        return "OK"
+
+    def keys(self, comm) -> list:
+        """The keys held."""
+        return self.store.keys()
+
+    def identity(self) -> dict:
+        """Address, Center, name, threads, number of keys, bytes held, memory use."""
+        return {
+            "type": "Worker",
+            "address": self.address,
+            "center": self.center,
+            "name": self.name,
+            "ncores": self.ncores,
+            "keys": len(self.store),
+            "nbytes": self.store.total_nbytes,
+            "memory": self._memory(),
+            "registered": self.stream.comm is not None,
+            "versions": {
+                "distributed-worker": __version__,
+                "distributed-core": distributed_core.__version__,
+                "protocol": list(distributed_core.PROTOCOL_VERSION),
+                "python": platform.python_version(),
+            },
+        }
+
+    def _identity_op(self, comm) -> dict:
+        return self.identity()
+
+    def terminate(self, comm) -> str:
+        """Reply OK, then unregister and shut down."""
+        if self._close_task is None:
+            loop = asyncio.get_running_loop()
+            # after this handler's reply has been written
+            loop.call_soon(self._start_close)
+        return "OK"
+
+    def _start_close(self) -> None:
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self.close())
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _fetch(self, keys: list, who_has) -> tuple[dict, list]:
+        """Fetch `keys` from peers, sharing fetches already in flight."""
+        loop = asyncio.get_running_loop()
+        ours = [k for k in keys if k not in self._fetching]
+        theirs = {k: self._fetching[k] for k in keys if k in self._fetching}
+        futures = {k: loop.create_future() for k in ours}
+        self._fetching.update(futures)
+        data: dict = {}
+        lost: list = []
+        try:
+            if ours:
+                data, lost = await fetch_from_peers(
+                    ours,
+                    who_has,
+                    ask_center=self._ask_center,
+                    get_data=self._get_from_peer,
+                    self_address=self.address,
+                )
+        finally:
+            for k, fut in futures.items():
+                if self._fetching.get(k) is fut:
+                    del self._fetching[k]
+                if not fut.done():
+                    fut.set_result(data.get(k, _MISSING))
+        for k, fut in theirs.items():
+            value = await asyncio.shield(fut)
+            if value is _MISSING:
+                # the other fetch did not get it (or was cancelled): try ourselves
+                more, more_lost = await self._fetch([k], who_has)
+                data.update(more)
+                lost.extend(more_lost)
+            else:
+                data[k] = value
+        return data, lost
+
+    async def _ask_center(self, keys: list) -> dict:
+        return await self.center_rpc.who_has(keys=keys)
+
+    async def _get_from_peer(self, address: str, keys: list) -> dict:
+        result = await rpc(address, pool=self.pool).get_data(keys=keys, allow_missing=True)
+        if not isinstance(result, dict):
+            raise TypeError(f"get_data from {address} returned {type(result).__name__}")
+        return result
+
+    async def _confirm(self, nbytes: dict) -> None:
+        """Return once the Center lists the keys of `nbytes` for this worker."""
+        self.stream.add(nbytes)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        while True:
+            seen = self.stream.registrations
+            if self.stream.comm is not None:
+                await self.stream.flush()
+                try:
+                    reply = await self.center_rpc.add_keys(
+                        address=self.address, keys=list(nbytes), nbytes=nbytes
+                    )
+                except Exception as e:  # center gone or does not know us (yet)
+                    logger.info("add_keys to %s failed: %s", self.center, e)
+                    reply = None
+                if reply == "OK":
+                    return
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(
+                    f"the data is stored on {self.address}, but the center at {self.center} "
+                    f"did not acknowledge it within {self.connect_timeout}s; "
+                    f"is the center running?"
+                )
+            try:
+                # a new registration carries every key held, these included
+                await self.stream.wait_registered(after=seen, timeout=left)
+                return
+            except asyncio.TimeoutError:
+                continue
+
+    def _memory(self) -> int:
+        try:
+            return self._process.memory_info().rss
+        except psutil.Error:
+            return 0
+
+    def _metrics(self) -> dict:
+        return {
+            "nkeys": len(self.store),
+            "nbytes": self.store.total_nbytes,
+            "memory": self._memory(),
+        }
+
+
+def _run(function, args, kwargs, key):
+    """Run in a compute thread: the value, or a `Failure` if it raised or cannot be sent."""
+    try:
+        value = function(*args, **kwargs)
+    except BaseException as e:  # SystemExit from user code must not stop the worker
+        return Failure.from_exception(e)
+    try:
+        _check_sendable(value)
+    except Exception as e:
+        name = getattr(function, "__name__", repr(function))
+        try:
+            raise TypeError(
+                f"the result of {name} for key {key!r} is a {_type_name(value)}, which cannot "
+                f"be sent over the network ({type(e).__name__}: {e}); return a picklable "
+                f"value instead (not a lock, generator, open file or socket)"
+            ) from e
+        except TypeError as te:
+            return Failure.from_exception(te)
+    return value
+
+
+_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray})
+
+
+def _check_sendable(value) -> None:
+    """Raise if `value` cannot be serialized (cheap for scalars and plain arrays)."""
+    typ = type(value)
+    if typ in _SCALARS:
+        return
+    if typ.__module__ == "numpy" and typ.__name__ == "ndarray" and not value.dtype.hasobject:
+        return
+    dumps(value)  # large buffers go out of band: no copy
+
+
+def _type_name(value) -> str:
+    typ = type(value)
+    mod = typ.__module__
+    return typ.__qualname__ if mod == "builtins" else f"{mod}.{typ.__qualname__}"
+
+
+def route_to(host: str) -> str:
+    """The local IP address that routes to `host` (127.0.0.1 for loopback)."""
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+        ip = infos[0][4][0]
+    except (OSError, IndexError):
+        return "127.0.0.1"
+    if ipaddress.ip_address(ip).is_loopback:
+        return "127.0.0.1"
+    if ip == "0.0.0.0":
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((ip, 9))  # no packet is sent for UDP connect
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
