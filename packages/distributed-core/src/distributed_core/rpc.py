@@ -98,6 +98,10 @@ class ConnectionPool:
             self._waiters.append(fut)
             try:
                 await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._wake()  # woken, then cancelled: pass the wake-up on
+                raise
             finally:
                 if fut in self._waiters:
                     self._waiters.remove(fut)

@@ -63,6 +63,8 @@ class Server:
     name: shown in logs and in ``identity``.
     limits: :class:`Limits` on what one message may make us allocate.
     handshake_timeout: seconds a new connection has to complete its hello.
+    allow_pickle: accept pickled values from authenticated peers (default).
+        ``False`` for servers that never need user objects.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class Server:
         name: str | None = None,
         limits: Limits | None = None,
         handshake_timeout: float = 10,
+        allow_pickle: bool = True,
     ):
         self.handlers = {
             "ping": _ping,
@@ -86,6 +89,7 @@ class Server:
         self.name = name
         self.limits = limits or Limits()
         self.handshake_timeout = handshake_timeout
+        self.allow_pickle = allow_pickle
         self.address: str | None = None
         self.comms: set[Comm] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -186,6 +190,9 @@ class Server:
             except (CommClosedError, ProtocolError) as e:
                 logger.info("connection from %s lost during the handshake: %s", peer, e)
                 return
+            # a node that never needs user objects (the Center) refuses pickles
+            # even from authenticated peers: unpickling is code execution
+            comm.allow_pickle = self.allow_pickle
             await self._serve(comm)
         except asyncio.CancelledError:
             pass

@@ -1,0 +1,134 @@
+"""Center memory per key: register N keys over the wire, measure bytes/key.
+
+A fake worker (a raw ``distributed_core`` connection speaking the worker's
+report-stream protocol) registers with an in-process :class:`Center` and sends
+N keys with their sizes in ``add_keys`` batches, as a real worker would. The
+growth of the process's memory from just before the first key is sent until
+the Center holds all of them is divided by N.
+
+Two measurements, each in a fresh process so that neither disturbs the other:
+
+* ``tracemalloc``: Python allocations still live after a ``gc.collect()``
+  (the decoded key objects the Center keeps, its dicts and sets, sizes). The
+  sender's key list is built before tracing starts, so it is not counted.
+* ``rss``: resident set size delta (psutil; includes allocator slack and
+  transient buffers, so it is an upper bound).
+
+Target: <= 500 bytes/key with 100,000 keys (dask's scheduler: ~2,900).
+
+Usage::
+
+    python benchmarks/center_memory.py                 # 100,000 str keys, both methods
+    python benchmarks/center_memory.py --keys 1000000 --key-type tuple
+    python benchmarks/center_memory.py --method tracemalloc
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import multiprocessing as mp
+import os
+import tracemalloc
+import uuid
+
+from distributed_center import Center
+from distributed_core import connect
+
+WORKER = "tcp://127.0.0.1:40001"
+TARGET = 500
+
+
+def make_keys(n: int, key_type: str) -> list:
+    """Keys shaped like dask's: ``'inc-<32 hex>'``, or ``('inc-<32 hex>', i)``."""
+    if key_type == "str":
+        return [f"inc-{uuid.uuid4().hex}" for _ in range(n)]
+    if key_type == "tuple":
+        return [(f"inc-{uuid.uuid4().hex}", i) for i in range(n)]
+    if key_type == "int":
+        return list(range(10**9, 10**9 + n))
+    raise ValueError(f"unknown key type {key_type!r}")
+
+
+def rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+async def measure(n: int, key_type: str, method: str, batch: int) -> float:
+    center = Center(heartbeat_interval=1, heartbeat_timeout=60)
+    await center.listen("tcp://127.0.0.1:0")
+    comm = await connect(center.address)
+    try:
+        await comm.write(
+            {"op": "register", "reply": False, "stream": True, "address": WORKER, "ncores": 1}
+        )
+        assert (await comm.read())["status"] == "OK"
+        keys = make_keys(n, key_type)
+        batches = [
+            (keys[i : i + batch], {k: 1000 + j for j, k in enumerate(keys[i : i + batch])})
+            for i in range(0, n, batch)
+        ]
+        gc.collect()
+        if method == "tracemalloc":
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+        else:
+            before = rss()
+
+        for ks, nbytes in batches:
+            await comm.write({"op": "add_keys", "keys": ks, "nbytes": nbytes})
+        while center.state.n_keys < n:
+            await asyncio.sleep(0.01)
+        del batches
+        gc.collect()
+
+        if method == "tracemalloc":
+            after = tracemalloc.get_traced_memory()[0]
+            tracemalloc.stop()
+        else:
+            after = rss()
+        assert center.state.n_keys == n
+        assert len(center.state.has_what_map[WORKER]) == n
+        return (after - before) / n
+    finally:
+        comm.abort()
+        await center.close()
+
+
+def _child(n, key_type, method, batch, queue):
+    queue.put(asyncio.run(measure(n, key_type, method, batch)))
+
+
+def run(n: int, key_type: str, method: str, batch: int) -> float:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(n, key_type, method, batch, queue))
+    proc.start()
+    result = queue.get(timeout=600)
+    proc.join()
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keys", type=int, default=100_000, help="number of keys")
+    parser.add_argument("--key-type", choices=["str", "tuple", "int"], default="str")
+    parser.add_argument("--method", choices=["tracemalloc", "rss", "both"], default="both")
+    parser.add_argument("--batch", type=int, default=1000, help="keys per add_keys message")
+    args = parser.parse_args()
+    methods = ["tracemalloc", "rss"] if args.method == "both" else [args.method]
+    print(f"Center memory, {args.keys:,} {args.key_type} keys from one worker, pid {os.getpid()}")
+    for method in methods:
+        per_key = run(args.keys, args.key_type, method, args.batch)
+        verdict = "OK" if per_key <= TARGET else "OVER"
+        print(
+            f"  {method:<12} {per_key:8.0f} bytes/key   (target <= {TARGET}: {verdict})",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

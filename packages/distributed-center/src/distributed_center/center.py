@@ -1,0 +1,420 @@
+"""``Center``: the Server that answers metadata questions about the cluster.
+
+A thin asynchronous layer around :class:`~distributed_center.state.CenterState`:
+it turns requests into state calls, keeps one report stream per worker, drops
+workers that go quiet, and fans ``delete_data`` out to the holders.
+
+Message format (see ``docs/dev/contracts.md``): requests are maps
+``{'op': name, 'reply': True, **arguments}``; the handlers below are called as
+``handler(comm, **arguments)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+from typing import Any
+
+import distributed_core
+from distributed_core import (
+    CommClosedError,
+    ConnectionPool,
+    Failure,
+    Server,
+    normalize_address,
+    rpc,
+)
+
+from ._version import __version__
+from .state import CenterState, check_workers
+
+__all__ = ["DEFAULT_PORT", "Center"]
+
+logger = logging.getLogger("distributed_center")
+
+DEFAULT_PORT = 8787
+
+#: ops a worker may send on its report stream
+STREAM_OPS = ("add_keys", "remove_keys", "heartbeat", "unregister")
+
+
+class Center(Server):
+    """The metadata server: who holds which key, and which workers are alive.
+
+    Parameters
+    ----------
+    security:
+        A :class:`distributed_core.Security` for listening and for talking to
+        workers (``delete_data``).
+    heartbeat_interval:
+        Seconds between the heartbeats workers are asked to send (returned by
+        ``register``).
+    heartbeat_timeout:
+        A worker from which nothing arrived for this many seconds is dropped,
+        with its keys. Must be larger than ``heartbeat_interval``.
+    name, limits:
+        Passed to :class:`distributed_core.Server`.
+
+    Examples
+    --------
+    >>> center = Center()                       # doctest: +SKIP
+    >>> await center.listen("tcp://0.0.0.0:8787")  # doctest: +SKIP
+    >>> await center.finished()                 # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        security=None,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 5.0,
+        name=None,
+        limits=None,
+    ):
+        if not heartbeat_interval > 0:
+            raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval!r}")
+        if not heartbeat_timeout > heartbeat_interval:
+            raise ValueError(
+                f"heartbeat_timeout ({heartbeat_timeout!r}s) must be larger than "
+                f"heartbeat_interval ({heartbeat_interval!r}s), or healthy workers "
+                f"would be dropped between two heartbeats"
+            )
+        self.state = CenterState()
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.heartbeat_timeout = float(heartbeat_timeout)
+        handlers = {
+            "register": self.register,
+            "unregister": self.unregister,
+            "add_keys": self.add_keys,
+            "remove_keys": self.remove_keys,
+            "who_has": self.who_has,
+            "has_what": self.has_what,
+            "ncores": self.ncores,
+            "nbytes": self.nbytes,
+            "workers": self.workers,
+            "delete_data": self.delete_data,
+            "heartbeat": self.heartbeat,
+            "terminate": self.terminate,
+        }
+        # The center only handles metadata: it refuses pickled payloads even from
+        # authenticated peers, so no peer can make it run code.
+        super().__init__(
+            handlers, security=security, name=name, limits=limits, allow_pickle=False
+        )
+        #: address -> the comm of that worker's report stream
+        self.streams: dict[str, Any] = {}
+        # Calls to workers (delete_data) give up after heartbeat_timeout: a
+        # worker that does not answer for that long is about to be dropped.
+        self._pool = ConnectionPool(
+            security=security, connect_timeout=self.heartbeat_timeout, name=name
+        )
+        self._liveness_task: asyncio.Task | None = None
+        self._finished: asyncio.Event | None = None
+        self._center_closing = False
+        self._terminate_task: asyncio.Task | None = None
+
+    def __repr__(self) -> str:
+        address = getattr(self, "address", None)
+        return (
+            f"<Center {address or '(not listening)'} workers={self.state.n_workers} "
+            f"keys={self.state.n_keys}>"
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def listen(self, address=0):
+        """Listen on ``address`` (a port, or ``'tcp://host:port'``) and start
+        watching worker liveness."""
+        await super().listen(address)
+        if self._finished is None:
+            self._finished = asyncio.Event()
+        if self._liveness_task is None:
+            self._liveness_task = asyncio.ensure_future(self._watch_liveness())
+
+    async def close(self):
+        """Stop serving: drop the report streams, close connections."""
+        if self._center_closing:
+            if self._finished is not None:
+                await self._finished.wait()
+            return
+        self._center_closing = True
+        if self._liveness_task is not None:
+            self._liveness_task.cancel()
+            try:
+                await self._liveness_task
+            except asyncio.CancelledError:
+                pass
+            self._liveness_task = None
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for comm in streams:
+            comm.abort()
+        await self._pool.close()
+        await super().close()
+        if self._finished is None:
+            self._finished = asyncio.Event()
+        self._finished.set()
+        if self.address is not None:
+            logger.info("Center at %s closed", self.address)
+
+    async def finished(self):
+        """Wait until the center has closed (e.g. after ``terminate``)."""
+        if self._finished is None:
+            self._finished = asyncio.Event()
+        await self._finished.wait()
+
+    # ------------------------------------------------------------- handlers
+
+    async def register(
+        self,
+        comm,
+        address,
+        keys=(),
+        ncores=1,
+        name=None,
+        nbytes=None,
+        stream=False,
+    ):
+        """Add (or refresh) a worker and the complete set of keys it holds.
+
+        With ``stream=True`` (sent with ``reply=False``) the connection becomes
+        the worker's report stream: the center answers once and then reads
+        ``add_keys``/``remove_keys``/``heartbeat``/``unregister`` messages from
+        it until it closes, which drops the worker.
+        """
+        try:
+            address = _normalize(address)
+            new = self.state.register(address, keys=keys, ncores=ncores, name=name, nbytes=nbytes)
+        except (TypeError, ValueError) as e:
+            if not stream:
+                raise
+            # Sent with reply=False: the Server would not answer, so the
+            # worker learns what was wrong from us, and the stream ends.
+            logger.warning("Refused report stream from %s: %s", comm.peer_address, e)
+            try:
+                await comm.write(Failure.from_exception(e).to_reply())
+            except CommClosedError:
+                pass
+            comm.abort()
+            return None
+        logger.info(
+            "%s worker %s (name=%r, ncores=%s, keys=%d)%s",
+            "Registered" if new else "Re-registered",
+            address,
+            name,
+            ncores,
+            len(self.state.has_what_map[address]),
+            " with a report stream" if stream else "",
+        )
+        reply = {"status": "OK", "heartbeat_interval": self.heartbeat_interval}
+        if not stream:
+            return reply
+        await self._serve_stream(comm, address, reply)
+
+    def unregister(self, comm, address):
+        """Forget a worker and its keys."""
+        self._remove_worker(_normalize(address), "it unregistered")
+        return "OK"
+
+    def add_keys(self, comm, address, keys=(), nbytes=None):
+        """Record that a worker now holds ``keys``."""
+        self.state.add_keys(_normalize(address), keys, nbytes=nbytes)
+        return "OK"
+
+    def remove_keys(self, comm, address, keys=()):
+        """Record that a worker no longer holds ``keys``."""
+        self.state.remove_keys(_normalize(address), keys)
+        return "OK"
+
+    def who_has(self, comm, keys=None):
+        """``{key: [worker addresses]}``, ``[]`` for a key nobody holds."""
+        return self.state.who_has(keys)
+
+    def has_what(self, comm, workers=None):
+        """``{worker: [keys]}``, ``[]`` for an unknown worker."""
+        return self.state.has_what(_normalize_many(workers))
+
+    def ncores(self, comm, workers=None):
+        """``{worker: ncores}``, ``0`` for an unknown worker."""
+        return self.state.ncores(_normalize_many(workers))
+
+    def nbytes(self, comm, keys=None):
+        """``{key: nbytes}`` for the keys whose size is known."""
+        return self.state.nbytes(keys)
+
+    def workers(self, comm):
+        """``{worker: {'name', 'ncores', 'nkeys', 'nbytes', 'last_seen', 'metrics'}}``."""
+        return self.state.workers()
+
+    async def delete_data(self, comm, keys):
+        """Forget ``keys`` and tell every holder to delete them.
+
+        Holders that cannot be reached (dead, hung) are logged and ignored;
+        the keys are gone from the center's tables either way.
+        """
+        by_holder = self.state.delete_keys(keys)
+        if by_holder:
+            await asyncio.gather(*(self._tell_delete(a, ks) for a, ks in by_holder.items()))
+        return "OK"
+
+    def heartbeat(self, comm, address, **metrics):
+        """Note that a worker is alive; ``'unknown-worker'`` if it must register again."""
+        if self.state.heartbeat(_normalize(address), metrics):
+            return "OK"
+        return "unknown-worker"
+
+    def identity(self):
+        """``{'type': 'Center', 'address', 'versions', 'workers', 'keys', ...}``.
+
+        ``workers`` and ``keys`` are counts. (The ``identity`` op returns this.)
+        """
+        info = super().identity()
+        info.update(
+            type="Center",
+            versions=versions(),
+            workers=self.state.n_workers,
+            keys=self.state.n_keys,
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_timeout=self.heartbeat_timeout,
+        )
+        return info
+
+    def terminate(self, comm=None):
+        """Reply ``'OK'``, then shut the center down."""
+        logger.info("Center asked to terminate")
+        if self._terminate_task is None:
+            self._terminate_task = asyncio.ensure_future(self._close_soon())
+        return "OK"
+
+    # ------------------------------------------------------------ internals
+
+    async def _close_soon(self):
+        # Let the 'OK' reply of terminate reach the caller first.
+        await asyncio.sleep(0.05)
+        await self.close()
+
+    async def _serve_stream(self, comm, address: str, reply: dict):
+        old = self.streams.get(address)
+        self.streams[address] = comm
+        if old is not None and old is not comm:
+            logger.info("Worker %s opened a new report stream; closing the old one", address)
+            old.abort()
+        reason = "its report stream closed"
+        try:
+            await comm.write(reply)
+            while True:
+                msg = await comm.read()
+                if self.streams.get(address) is not comm:
+                    reason = None  # replaced or dropped meanwhile: not ours to clean
+                    break
+                if not self._handle_stream_message(address, msg):
+                    reason = "it unregistered"
+                    break
+        except (CommClosedError, OSError):
+            pass
+        except asyncio.CancelledError:
+            reason = None
+            raise
+        finally:
+            if self.streams.get(address) is comm:
+                del self.streams[address]
+                if reason is not None and not self._center_closing:
+                    self._remove_worker(address, reason, close_stream=False)
+            comm.abort()
+
+    def _handle_stream_message(self, address: str, msg) -> bool:
+        """Apply one report-stream message; return False when the stream ends."""
+        if not isinstance(msg, dict):
+            logger.warning(
+                "Worker %s sent a %s on its report stream, expected a map; ignored",
+                address,
+                type(msg).__name__,
+            )
+            return True
+        self.state.touch(address)
+        op = msg.get("op")
+        try:
+            if op == "add_keys":
+                self.state.add_keys(address, msg.get("keys", ()), nbytes=msg.get("nbytes"))
+            elif op == "remove_keys":
+                self.state.remove_keys(address, msg.get("keys", ()))
+            elif op == "heartbeat":
+                metrics = {k: v for k, v in msg.items() if k not in ("op", "address", "reply")}
+                self.state.heartbeat(address, metrics)
+            elif op == "unregister":
+                return False
+            else:
+                logger.warning(
+                    "Worker %s sent unknown op %r on its report stream (expected one of "
+                    "%s); ignored",
+                    address,
+                    op,
+                    ", ".join(STREAM_OPS),
+                )
+        except (TypeError, ValueError) as e:
+            logger.warning("Worker %s sent a bad %r on its report stream: %s", address, op, e)
+        return True
+
+    def _remove_worker(self, address: str, reason: str, close_stream: bool = True):
+        known = address in self.state.workers_map
+        lost = self.state.unregister(address)
+        if known:
+            logger.info(
+                "Removed worker %s (%s); %d keys now have no holder",
+                address,
+                reason,
+                len(lost),
+            )
+        comm = self.streams.pop(address, None)
+        if comm is not None and close_stream:
+            comm.abort()
+
+    async def _watch_liveness(self):
+        period = min(self.heartbeat_interval, self.heartbeat_timeout) / 4
+        while True:
+            await asyncio.sleep(period)
+            try:
+                for address in self.state.stale_workers(self.heartbeat_timeout):
+                    self._remove_worker(address, f"nothing heard for {self.heartbeat_timeout:g}s")
+            except Exception:  # never let the watchdog die
+                logger.exception("Error while checking worker liveness")
+
+    async def _tell_delete(self, address: str, keys: list):
+        timeout = self.heartbeat_timeout
+        try:
+            r = rpc(address, pool=self._pool)
+            await asyncio.wait_for(r.delete_data(keys=keys, report=False), timeout)
+        except Exception as e:  # noqa: BLE001 - any failure of a holder is ignored
+            logger.info(
+                "Could not tell %s to delete %d keys (%s: %s); ignored",
+                address,
+                len(keys),
+                type(e).__name__,
+                e,
+            )
+
+
+def versions() -> dict:
+    """Versions of this center, for ``identity``."""
+    return {
+        "distributed_center": __version__,
+        "distributed_core": distributed_core.__version__,
+        "protocol": list(distributed_core.PROTOCOL_VERSION),
+        "python": platform.python_version(),
+    }
+
+
+def _normalize(address):
+    """Canonical ``'tcp://host:port'`` form; type errors are left to the state checks."""
+    if isinstance(address, str) and address:
+        try:
+            return normalize_address(address)
+        except ValueError as e:
+            raise ValueError(f"bad worker address: {e}") from None
+    return address
+
+
+def _normalize_many(workers):
+    workers = check_workers(workers)
+    return None if workers is None else [_normalize(w) for w in workers]

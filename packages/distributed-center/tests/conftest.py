@@ -1,0 +1,116 @@
+"""Fixtures: a running Center, a fake worker speaking the report-stream protocol.
+
+Helpers are handed out as fixtures (not imported from a module) so that the
+tests work under any pytest import mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+
+from distributed_center import Center
+from distributed_core import connect
+
+
+@contextlib.asynccontextmanager
+async def _running_center(address="tcp://127.0.0.1:0", **kwargs):
+    kwargs.setdefault("heartbeat_interval", 0.2)
+    kwargs.setdefault("heartbeat_timeout", 1.0)
+    center = Center(**kwargs)
+    await center.listen(address)
+    try:
+        yield center
+    finally:
+        await center.close()
+
+
+async def _wait_until(predicate, timeout=5.0, interval=0.01):
+    """Poll ``predicate`` (sync or async) until it is true; return seconds waited."""
+    start = time.monotonic()
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+class FakeWorker:
+    """A raw connection speaking the worker side of the report-stream protocol.
+
+    It never listens; ``address`` is just the name it registers under.
+    """
+
+    def __init__(self, center_address, address, security=None):
+        self.center_address = center_address
+        self.address = address
+        self.security = security
+        self.comm = None
+        self.reply = None
+
+    async def register(self, keys=(), ncores=1, name=None, nbytes=None, **extra):
+        self.comm = await connect(self.center_address, security=self.security)
+        await self.comm.write(
+            {
+                "op": "register",
+                "reply": False,
+                "stream": True,
+                "address": self.address,
+                "keys": keys,
+                "ncores": ncores,
+                "name": name,
+                "nbytes": nbytes,
+                **extra,
+            }
+        )
+        self.reply = await asyncio.wait_for(self.comm.read(), 5)
+        return self.reply
+
+    async def send(self, msg):
+        await self.comm.write(msg)
+
+    async def add_keys(self, keys, nbytes=None):
+        await self.send({"op": "add_keys", "keys": list(keys), "nbytes": nbytes})
+
+    async def remove_keys(self, keys):
+        await self.send({"op": "remove_keys", "keys": list(keys)})
+
+    async def heartbeat(self, **metrics):
+        await self.send({"op": "heartbeat", **metrics})
+
+    async def unregister(self):
+        await self.send({"op": "unregister"})
+
+    def close(self):
+        if self.comm is not None:
+            self.comm.abort()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture
+def running_center():
+    """``async with running_center(**kwargs) as center`` (heartbeats 0.2 s / 1 s)."""
+    return _running_center
+
+
+@pytest.fixture
+def wait_until():
+    return _wait_until
+
+
+@pytest.fixture
+def fake_worker():
+    """The FakeWorker class: ``fake_worker(center.address, 'tcp://127.0.0.1:1')``."""
+    return FakeWorker
