@@ -44,7 +44,9 @@ def certs(tmp_path_factory) -> Certs:
         str(d / "client.pem")
     )
     trustme.CA().cert_pem.write_to_path(str(d / "other-ca.pem"))
-    return Certs(str(d / "ca.pem"), str(d / "server.pem"), str(d / "client.pem"), str(d / "other-ca.pem"))
+    return Certs(
+        str(d / "ca.pem"), str(d / "server.pem"), str(d / "client.pem"), str(d / "other-ca.pem")
+    )
 
 
 @dataclass(frozen=True)

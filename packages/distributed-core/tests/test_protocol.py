@@ -139,8 +139,12 @@ BIG = 2**30  # larger than anything the limits below allow
         pytest.param(header(2**40), Limits(), "message of 1099511627776 frames", id="count-2**40"),
         pytest.param(header(2**64 - 1), Limits(), "frames; the limit", id="count-2**64-1"),
         pytest.param(header(0) + b"\0" * 64, Limits(), "0 frames", id="count-0"),
-        pytest.param(header(1, 2**63), Limits(), "frame of 9223372036854775808 bytes", id="len-2**63"),
-        pytest.param(header(2, 0, 2**64 - 1), Limits(), "frame of 18446744073709551615", id="len-max"),
+        pytest.param(
+            header(1, 2**63), Limits(), "frame of 9223372036854775808 bytes", id="len-2**63"
+        ),
+        pytest.param(
+            header(2, 0, 2**64 - 1), Limits(), "frame of 18446744073709551615", id="len-max"
+        ),
         pytest.param(
             header(3, BIG // 2, BIG // 2, 1),
             Limits(max_frame_bytes=BIG, max_message_bytes=BIG),

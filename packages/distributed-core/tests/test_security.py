@@ -45,7 +45,12 @@ async def test_right_secret(core_logs):
 @pytest.mark.parametrize(
     "server_secret, client_secret, client_says, server_says",
     [
-        ("right", "wrong", "proof of the shared secret is wrong", "proof of the shared secret is wrong"),
+        (
+            "right",
+            "wrong",
+            "proof of the shared secret is wrong",
+            "proof of the shared secret is wrong",
+        ),
         ("right", None, "requires a shared secret and this side has none", "did not authenticate"),
         (None, "right", "did not authenticate", "requires a shared secret and this side has none"),
     ],
@@ -77,7 +82,9 @@ async def capture_client_proof(wire, secret) -> tuple[bytes, bytes]:
     async def handle(reader, writer):
         try:
             client_hello = await wire.read_message(reader)
-            writer.write(wire.packed(wire.hello(role="listener", auth=True, package="distributed-core")))
+            writer.write(
+                wire.packed(wire.hello(role="listener", auth=True, package="distributed-core"))
+            )
             proof = await wire.read_message(reader)
             captured.append((client_hello["nonce"], proof["proof"]))
         finally:
@@ -137,9 +144,7 @@ def evil(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    payload = msgpack.packb(
-        msgpack.ExtType(EXT_PICKLE, msgpack.packb([pickle.dumps(Evil()), []]))
-    )
+    payload = msgpack.packb(msgpack.ExtType(EXT_PICKLE, msgpack.packb([pickle.dumps(Evil()), []])))
     # control: the payload does what it says when unpickling is allowed
     f = loads([payload])
     f.close()
@@ -194,6 +199,26 @@ async def test_unauthenticated_pickle_is_never_unpickled(
         comm = await connect(server.address, security=Security(secret=secret))
         assert await ping_over(comm) == "pong"
         await comm.close()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("secret", [None, "s3cret"])
+@gen_test()
+async def test_server_refusing_pickles_even_from_authenticated_peers(wire, evil, secret):
+    payload, marker = evil
+    async with serve(
+        {"echo": lambda comm, x: x}, allow_pickle=False, security=Security(secret=secret)
+    ) as server:
+        comm = await connect(server.address, security=Security(secret=secret))
+        try:
+            assert await ping_over(comm) == "pong"
+            await comm.stream.write(wire.frames_of(map_with("x", payload, op="echo")))
+            reply = await comm.read()
+            assert reply["status"] == "error" and reply["type"] == "DecodeError"
+            assert "refusing to unpickle" in reply["message"]
+            assert await ping_over(comm) == "pong"  # still usable
+        finally:
+            await comm.close()
     assert not marker.exists()
 
 

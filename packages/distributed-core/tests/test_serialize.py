@@ -60,48 +60,52 @@ class CustomError(Exception):
     pass
 
 
+ROUNDTRIP = [
+    None,
+    True,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    2**64,
+    -(2**63) - 1,
+    2**200,
+    1.5,
+    float("inf"),
+    float("nan"),
+    -0.0,
+    "",
+    "héllo ✓",
+    b"",
+    b"\x00\xff",
+    bytearray(b"abc"),
+    [],
+    (),
+    (1,),
+    [1, (2, [3, (4,)])],
+    ((1, 2), (3, (4, 5))),
+    {"a": 1, "b": [1, 2]},
+    {1: "int key", -5: None},
+    {b"k": 1, ("x", 0): 2, (("nested", 1), 2): 3, 1.5: 4, None: 5, True: 6},
+    {("x", 0): [("y", 1), ("z", 2)]},
+    {frozenset({1, 2}): "frozenset key"},
+    {1, 2, 3},
+    {(1, 2), "a", b"b"},
+    frozenset({1, frozenset({2})}),
+    set(),
+    [set(), frozenset(), (), [], {}],
+    {"op": "compute", "args": (1, (2, 3)), "kwargs": {"k": {4, 5}}},
+    Point(1, 2),
+    {Point(1, 2): [Point(3, 4)], ("k",): Point(5, 6)},
+]
+
+
 @pytest.mark.parametrize(
     "msg",
-    [
-        None,
-        True,
-        0,
-        -1,
-        2**63 - 1,
-        -(2**63),
-        2**64 - 1,
-        2**64,
-        -(2**63) - 1,
-        2**200,
-        1.5,
-        float("inf"),
-        float("nan"),
-        -0.0,
-        "",
-        "héllo ✓",
-        b"",
-        b"\x00\xff",
-        bytearray(b"abc"),
-        [],
-        (),
-        (1,),
-        [1, (2, [3, (4,)])],
-        ((1, 2), (3, (4, 5))),
-        {"a": 1, "b": [1, 2]},
-        {1: "int key", -5: None},
-        {b"k": 1, ("x", 0): 2, (("nested", 1), 2): 3, 1.5: 4, None: 5, True: 6},
-        {("x", 0): [("y", 1), ("z", 2)]},
-        {frozenset({1, 2}): "frozenset key"},
-        {1, 2, 3},
-        {(1, 2), "a", b"b"},
-        frozenset({1, frozenset({2})}),
-        set(),
-        [set(), frozenset(), (), [], {}],
-        {"op": "compute", "args": (1, (2, 3)), "kwargs": {"k": {4, 5}}},
-        Point(1, 2),
-        {Point(1, 2): [Point(3, 4)], ("k",): Point(5, 6)},
-    ],
-    ids=repr,
+    ROUNDTRIP,
+    # stable ids (reprs of sets and objects change from run to run)
+    ids=[f"{i}-{type(m).__name__}" for i, m in enumerate(ROUNDTRIP)],
 )
 def test_roundtrip_exact(msg):
     assert_same(roundtrip(msg), msg)
@@ -309,13 +313,6 @@ def test_deeply_nested_extension_types_are_refused_not_a_crash(depth):
         loads([data], allow_pickle=False)
 
 
-def test_pickled_value_inside_hello_sized_message_is_opaque():
-    # pickled payloads are only ever unpickled with allow_pickle=True
-    frames = dumps({"x": Point(1, 2)})
-    assert b"Point" in b"".join(bytes(f) for f in frames)
-    assert loads(frames) == {"x": Point(1, 2)}
-
-
 def test_loads_accepts_any_frame_types():
     frames = dumps({"b": b"x" * OOB_THRESHOLD, "a": np.arange(5)})
     as_received = [bytes(frames[0])] + [bytearray(memoryview(f).cast("B")) for f in frames[1:]]
@@ -358,7 +355,11 @@ def containers(inner):
         | st.frozensets(hashables, max_size=4)
         | st.binary(max_size=20).map(bytearray)
         # large values go out of band; generating 64 KB of random bytes is slow
-        | st.builds(lambda n, c: c * n, st.sampled_from([OOB_THRESHOLD, OOB_THRESHOLD + 7]), st.sampled_from([b"x", b"\x00"]))
+        | st.builds(
+            lambda n, c: c * n,
+            st.sampled_from([OOB_THRESHOLD, OOB_THRESHOLD + 7]),
+            st.sampled_from([b"x", b"\x00"]),
+        )
         | st.builds(lambda n: bytearray(n), st.sampled_from([OOB_THRESHOLD, OOB_THRESHOLD + 7]))
     )
 

@@ -93,7 +93,7 @@ async def test_concurrency(transport):
             results = await asyncio.gather(*(r.nap(seconds=0.2, tag=i) for i in range(20)))
             elapsed = time.monotonic() - start
             assert results == list(range(20))
-            assert elapsed < 2, f"20 concurrent 0.2 s calls took {elapsed:.2f}s"
+            assert elapsed < 3, f"20 concurrent 0.2 s calls took {elapsed:.2f}s (4 s in turn)"
             assert r.pool.open == 20
 
 
