@@ -2,8 +2,11 @@
 
 project = "distributed"
 author = "the distributed developers"
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.doctest"]
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.doctest"]
 exclude_patterns = ["_build", "dev"]
 html_theme = "alabaster"
 autodoc_member_order = "bysource"
 nitpicky = False
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_heading_anchors = 3
+suppress_warnings = ["myst.header"]

@@ -111,7 +111,9 @@ async def read_frames(stream: IOStream, limits: Limits) -> list:
     except StreamClosedError as e:
         detail = f" ({e.real_error})" if e.real_error else ""
         raise StreamClosedError(
-            real_error=EOFError(f"the peer closed the connection in the middle of a message{detail}")
+            real_error=EOFError(
+                f"the peer closed the connection in the middle of a message{detail}"
+            )
         ) from None
 
 
@@ -193,6 +195,7 @@ class Comm:
         return f"<Comm {self.local_address} -> {self.peer_address} {state}>"
 
     def closed(self) -> bool:
+        """Whether the connection is closed (by either side)."""
         return self.stream.closed()
 
     async def read(self, limits: Limits | None = None):
@@ -304,11 +307,7 @@ def _short(obj, n=80) -> str:
 
 def _check_version(peer: dict, peer_address: str) -> None:
     proto = peer.get("protocol")
-    if (
-        not isinstance(proto, list)
-        or len(proto) != 2
-        or not all(isinstance(x, int) for x in proto)
-    ):
+    if not isinstance(proto, list) or len(proto) != 2 or not all(isinstance(x, int) for x in proto):
         raise HandshakeError(f"{peer_address} sent a hello without a protocol version")
     major, minor = proto
     if major != PROTOCOL_VERSION[0]:
@@ -427,7 +426,9 @@ async def connect(
         )
     except asyncio.TimeoutError:
         comm.abort()
-        raise CommClosedError(f"{address} accepted the connection but did not answer the hello")
+        raise CommClosedError(
+            f"{address} accepted the connection but did not answer the hello"
+        ) from None
     except BaseException:
         comm.abort()
         raise

@@ -35,6 +35,7 @@ class Failure:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Failure:
+        """Capture ``exc`` with its formatted traceback (pickled if possible)."""
         tb = "".join(_tb.format_exception(type(exc), exc, exc.__traceback__))
         try:
             pickled = pickle_dumps(exc)
@@ -45,6 +46,7 @@ class Failure:
 
     @classmethod
     def from_reply(cls, reply: dict) -> Failure:
+        """Rebuild from an ``{'status': 'error', ...}`` reply."""
         return cls(
             str(reply.get("type", "Exception")),
             str(reply.get("message", "")),
@@ -76,6 +78,7 @@ class Failure:
         raise self.exception
 
     def to_reply(self) -> dict:
+        """The ``{'status': 'error', 'type', 'message', 'traceback', 'exception'}`` reply."""
         reply = {
             "status": "error",
             "type": self.type_name,

@@ -76,7 +76,7 @@ class ConnectionPool:
         return None
 
     def _evict_one(self) -> bool:
-        for addr, idle in self._idle.items():
+        for idle in self._idle.values():
             if idle:
                 idle.popleft().abort()
                 return True
@@ -218,6 +218,8 @@ class rpc:
 
     async def call(self, op: str, **kwargs):
         """Send ``{'op': op, **kwargs}`` and return the result (or raise)."""
+        if kwargs.get("reply", True) is False:
+            return await self._send_only(op, kwargs)
         msg = {"op": op, "reply": True, **kwargs}
         for attempt in (0, 1):
             comm = self.pool._take_idle(self.address)
@@ -255,6 +257,16 @@ class rpc:
             if status == "error":
                 Failure.from_reply(response).reraise()
         return response
+
+    async def _send_only(self, op: str, kwargs: dict) -> None:
+        """``reply=False``: send the request and do not wait for an answer."""
+        comm = await self.pool.acquire(self.address)
+        try:
+            await comm.write({"op": op, **kwargs})
+        except BaseException:
+            self.pool.discard(comm)
+            raise
+        self.pool.release(comm)
 
     @staticmethod
     async def _roundtrip(comm, msg):

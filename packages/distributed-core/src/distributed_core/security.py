@@ -137,6 +137,7 @@ class Security:
 
     @staticmethod
     def new_nonce() -> bytes:
+        """32 fresh random bytes for one handshake."""
         return os.urandom(32)
 
     def proof(self, role: str, own_nonce: bytes, peer_nonce: bytes) -> bytes:

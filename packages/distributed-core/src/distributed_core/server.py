@@ -266,7 +266,11 @@ class Server:
         try:
             await comm.write(response)
         except LocalProtocolError as e:
-            await comm.write(error_reply(e))
+            # the result could not be encoded: say so instead
+            try:
+                await comm.write(error_reply(e))
+            except CommClosedError:
+                comm.abort()
         except CommClosedError:
             comm.abort()
 
@@ -338,7 +342,9 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == 98 or "in use" in str(e):
-            raise OSError(e.errno, f"cannot listen on {host}:{port}: the port is already in use")
+            raise OSError(
+                e.errno, f"cannot listen on {host}:{port}: the port is already in use"
+            ) from None
         raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
     return sock
 

@@ -44,9 +44,16 @@ class LoopRunner:
         return self._thread
 
     def in_loop_thread(self) -> bool:
+        """Whether the caller runs on the loop's own thread."""
         return threading.current_thread() is self._thread
 
     def run(self, coro_fn, *args, timeout: float | None = None, **kwargs):
+        """Run ``coro_fn(*args, **kwargs)`` on the loop; block until it finishes.
+
+        Returns its result or re-raises its exception; ``timeout`` raises
+        ``asyncio.TimeoutError`` after that many seconds (the coroutine is
+        cancelled); KeyboardInterrupt cancels it and propagates.
+        """
         if self._closed:
             raise RuntimeError("LoopRunner is closed")
         if self.in_loop_thread():
