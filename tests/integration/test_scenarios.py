@@ -1,0 +1,280 @@
+"""What a user does with a running cluster, given only its center's address.
+
+The ``center_address`` fixture is a cluster (a center and 2 workers) started
+from the CLIs once per session, or an external one named by
+``DISTRIBUTED_TEST_CENTER``; nothing here starts, stops or kills processes, so
+the same scenarios can run against a mixed-version cluster.
+
+Functions sent to the workers are lambdas, builtins or ``operator``
+functions: a function defined at module level here would be pickled by
+reference to this test module, which the worker processes cannot import.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import uuid
+
+import pytest
+
+from distributed_client import (
+    Executor,
+    Pool,
+    RemoteData,
+    as_completed,
+    delete,
+    gather,
+    get,
+    scatter,
+    wait,
+)
+from distributed_core import Failure
+
+
+def held_keys(call, center_address) -> dict:
+    """{key: [workers]} from the workers themselves (the center hears of keys a few ms late)."""
+    held: dict = {}
+    for worker in call(center_address, "workers"):
+        for key in call(worker, "keys"):
+            held.setdefault(key, []).append(worker)
+    return held
+
+
+@pytest.fixture(autouse=True)
+def leaves_no_data(center_address, rpc_client, wait_for):
+    """Each scenario must leave the cluster as it found it: no keys held.
+
+    Known bug tolerated here (and pinned by ``test_erred_results_are_deleted``,
+    an xfail): the client never deletes the Failure a worker stores under the
+    key of a task that raised. Such leftovers are deleted here so that later
+    scenarios start clean; any other leftover fails the scenario.
+    """
+    call = rpc_client.call
+    before = set(held_keys(call, center_address))
+    yield
+    left: dict = {}
+
+    def only_failures_left():
+        left.clear()
+        left.update({k: v for k, v in held_keys(call, center_address).items() if k not in before})
+        values = {}
+        for key, workers in left.items():
+            values.update(call(workers[0], "get_data", keys=[key], allow_missing=True))
+        return all(isinstance(values.get(k), Failure) for k in left)
+
+    try:
+        wait_for(only_failures_left, timeout=5, what="the scenario's data is deleted")
+    except AssertionError:
+        raise AssertionError(f"keys left on the cluster by the scenario: {left}") from None
+    for key, workers in left.items():
+        for worker in workers:
+            call(worker, "delete_data", keys=[key])
+
+
+def two_workers(rpc_client, center_address) -> tuple[str, str]:
+    workers = sorted(rpc_client.call(center_address, "workers"))
+    assert len(workers) >= 2, f"the scenarios need a cluster with 2 workers, got {workers}"
+    return workers[0], workers[1]
+
+
+# --------------------------------------------------------------------------- wire level
+
+
+def test_design_example_across_three_processes(center_address, rpc_client, wait_for):
+    """client: Hey Alice! Compute z <- add(x, a)  -- where a lives only on Bob."""
+    call = rpc_client.call
+    alice, bob = two_workers(rpc_client, center_address)
+    tag = uuid.uuid4().hex[:8]
+    x, a, z = f"x-{tag}", f"a-{tag}", f"z-{tag}"
+    try:
+        # scatter, as three terminals would: x to Alice, a to Bob
+        assert call(alice, "update_data", data={x: 1})["keys"] == [x]
+        assert call(bob, "update_data", data={a: 10})["keys"] == [a]
+        # the center knows both before update_data returns
+        assert call(center_address, "who_has", keys=[x, a]) == {x: [alice], a: [bob]}
+
+        reply = call(
+            alice,
+            "compute",
+            function=operator.add,
+            key=z,
+            args=(x, a),
+            needed=[x, a],
+        )
+        assert reply["status"] == "OK", reply
+        assert reply["key"] == z and reply["type"] == "int"
+        assert "result" not in reply  # metadata only, never the value
+
+        # Alice: Hey Client! I've computed z and am holding on to it!
+        assert sorted(call(alice, "keys")) == sorted([x, z])
+        # Alice: Hey Center! I have z!
+        wait_for(
+            lambda: call(center_address, "who_has", keys=[z]) == {z: [alice]},
+            what="the center lists z on Alice",
+        )
+        # Bob still has a (Alice fetched a copy to compute, and did not keep it)
+        assert call(bob, "keys") == [a]
+        assert call(center_address, "who_has", keys=[a]) == {a: [bob]}
+        assert call(alice, "get_data", keys=[z]) == {z: 11}
+        has_what = call(center_address, "has_what", workers=[alice, bob])
+        assert {w: sorted(keys) for w, keys in has_what.items()} == {alice: [x, z], bob: [a]}
+    finally:
+        assert call(center_address, "delete_data", keys=[x, a, z]) == "OK"
+    assert call(alice, "keys") == [] and call(bob, "keys") == []
+
+
+# --------------------------------------------------------------------------- scatter / gather
+
+
+def test_scatter_and_gather(center_address):
+    remote = scatter(center_address, [1, "two", [3.0], {"four": 4}])
+    try:
+        assert all(isinstance(r, RemoteData) for r in remote)
+        assert gather(center_address, remote) == [1, "two", [3.0], {"four": 4}]
+        assert remote[1].get() == "two"
+        assert gather(center_address, [r.key for r in remote][::-1])[0] == {"four": 4}
+    finally:
+        delete(center_address, [r.key for r in remote])
+    with pytest.raises(KeyError, match=remote[0].key):
+        gather(center_address, [remote[0].key])
+
+
+def test_scatter_dict_spreads_over_workers(center_address, rpc_client):
+    tag = uuid.uuid4().hex[:8]
+    data = {f"{tag}-{i}": i * i for i in range(20)}
+    remote = scatter(center_address, data)
+    try:
+        assert set(remote) == set(data)
+        who_has = rpc_client.call(center_address, "who_has", keys=list(data))
+        holders = {w for ws in who_has.values() for w in ws}
+        assert len(holders) >= 2, who_has
+        assert gather(center_address, remote) == data
+    finally:
+        delete(center_address, list(data))
+
+
+# --------------------------------------------------------------------------- Pool
+
+
+def test_pool_quickstart(center_address):
+    with Pool(center_address) as pool:
+        A = pool.map(lambda x: x**2, range(10))  # results stay on the workers
+        B = pool.map(lambda x: -x, A)  # ... and are used where they are
+        assert pool.apply(sum, [B]).get() == -285
+        assert pool.gather(A) == [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
+
+
+def test_pool_apply_async_scatter_and_errors(center_address):
+    with Pool(center_address) as pool:
+        data = pool.scatter([10, 20, 30])
+        result = pool.apply_async(lambda *xs: sum(xs), data)
+        assert result.get(timeout=10).get() == 60
+        assert result.ready() and result.successful()
+        with pytest.raises(ZeroDivisionError):
+            pool.map(lambda x: 1 / x, [1, 0, 2])
+        # the pool keeps working after a task raised
+        assert pool.gather(pool.map(len, ["a", "bb"])) == [1, 2]
+
+
+# --------------------------------------------------------------------------- get
+
+
+def test_get_dict_graph(center_address):
+    dsk = {
+        "x": 1,
+        "y": (operator.add, "x", 10),
+        ("z", 0): (sum, ["x", "y", (operator.add, "y", 1)]),
+    }
+    assert get(center_address, dsk, [("z", 0), "y"]) == [24, 11]
+    assert get(center_address, dsk, "y") == 11
+    assert get(center_address, dsk, [["x"], [("z", 0)]]) == [[1], [24]]
+
+
+def test_get_error_propagates(center_address):
+    dsk = {"a": 0, "b": (operator.truediv, 1, "a"), "c": (operator.add, "b", 1)}
+    with pytest.raises(ZeroDivisionError):
+        get(center_address, dsk, "c")
+
+
+# --------------------------------------------------------------------------- Executor
+
+
+def test_executor_submit_map_gather(center_address):
+    with Executor(center_address) as e:
+        f = e.submit(operator.add, 1, 2)
+        assert f.result(timeout=10) == 3
+        g = e.submit(operator.mul, f, 10)  # a future as an argument stays on the cluster
+        assert g.result(timeout=10) == 30
+
+        futures = e.map(lambda x: x + 1, range(20))
+        assert e.gather(futures) == list(range(1, 21))
+        total = e.submit(sum, futures)
+        assert total.result(timeout=10) == sum(range(1, 21))
+        assert sorted(f.result() for f in as_completed(futures)) == list(range(1, 21))
+
+        [remote] = e.scatter([list(range(5))])
+        assert e.submit(len, remote).result(timeout=10) == 5
+
+        bad = e.submit(operator.truediv, 1, 0)
+        done, not_done = wait([bad, total], timeout=10)
+        assert not not_done
+        assert isinstance(bad.exception(), ZeroDivisionError)
+        with pytest.raises(ZeroDivisionError):
+            bad.result()
+        with pytest.raises(ZeroDivisionError):
+            e.submit(operator.neg, bad).result(timeout=10)  # dependents fail the same way
+
+
+# --------------------------------------------------------------------------- dask
+
+
+def test_dask_array_compute(center_address):
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    np = pytest.importorskip("numpy")
+    scheduler = functools.partial(get, center_address)
+
+    x = da.arange(400, chunks=50).reshape((20, 20)).rechunk((5, 5))
+    y = (x + x.T).sum(axis=0) - x.mean()
+    expected = (np.arange(400).reshape((20, 20)) + np.arange(400).reshape((20, 20)).T).sum(
+        axis=0
+    ) - np.arange(400).mean()
+    (result,) = dask.compute(y, scheduler=scheduler)
+    np.testing.assert_allclose(result, expected)
+    assert dask.compute(x.sum(), y.max(), scheduler=scheduler) == dask.compute(
+        x.sum(), y.max(), scheduler="sync"
+    )
+
+
+def test_dask_delayed_compute(center_address):
+    dask = pytest.importorskip("dask")
+    inc = dask.delayed(lambda x: x + 1)
+    total = dask.delayed(sum)([inc(i) for i in range(10)])
+    assert total.compute(scheduler=functools.partial(get, center_address)) == 55
+
+
+# --------------------------------------------------------------------------- known bugs
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="distributed-client does not delete the Failure a worker stores for a task that raised",
+)
+@pytest.mark.parametrize("client", ["Executor", "Pool", "get"])
+def test_erred_results_are_deleted(center_address, rpc_client, wait_for, client):
+    before = set(held_keys(rpc_client.call, center_address))
+    with pytest.raises(ZeroDivisionError):
+        if client == "Executor":
+            with Executor(center_address) as e:
+                e.submit(operator.truediv, 1, 0).result(timeout=10)
+        elif client == "Pool":
+            with Pool(center_address) as pool:
+                pool.apply(operator.truediv, [1, 0])
+        else:
+            get(center_address, {"a": 0, "b": (operator.truediv, 1, "a")}, "b")
+    wait_for(
+        lambda: set(held_keys(rpc_client.call, center_address)) <= before,
+        timeout=1.5,
+        what="the erred task's key is deleted from the cluster",
+    )
