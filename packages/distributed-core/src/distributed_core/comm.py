@@ -21,6 +21,7 @@ from tornado.tcpclient import TCPClient
 
 from ._version import __version__
 from .addresses import normalize_address, parse_address, unparse_address
+from .buffers import new_bytearray, new_bytes
 from .errors import (
     AuthenticationError,
     CommClosedError,
@@ -31,7 +32,7 @@ from .errors import (
 )
 from .protocol import Limits, check_count, check_lengths, frame_header
 from .security import Security
-from .serialize import dumps, loads
+from .serialize import dumps, frame_kinds, loads
 
 __all__ = ["PROTOCOL_VERSION", "Comm", "connect", "read", "read_frames", "write", "write_frames"]
 
@@ -62,33 +63,34 @@ def _translate(what: str, peer: str):
         raise CommClosedError(f"connection to {peer} failed while {what}: {e}") from e
 
 
-#: Frames at least this large are received into ``numpy.empty`` buffers.
-LARGE_FRAME = 2**20
+def _raise_translated(e: BaseException, what: str, peer: str) -> None:
+    """Raise ``e`` translated as :func:`_translate` does (unchanged if not a stream error)."""
+    with _translate(what, peer):
+        raise e
+
 
 _np = None
 
 
 def alloc_frame(n: int):
-    """A writable buffer of ``n`` bytes to receive a frame into.
+    """A writable buffer for a large frame that becomes a pickle buffer.
 
-    ``bytearray(n)`` zero-fills every page up front, only for the socket to
-    overwrite them: about 100 ms per 256 MiB here in page faults. numpy's
-    allocator gets huge pages and skips the fill (about 12 ms), so it is
-    used for large frames when numpy is installed (it is whenever large
-    arrays are being sent); the frame is then a 1-d ``uint8`` array.
+    ``numpy.empty`` gets huge pages from numpy's allocator, which makes the
+    kernel's page faults on receive far cheaper (256 MiB: ~60 ms instead of
+    ~250 ms on the benchmark VM); numpy is installed wherever large arrays
+    are being sent. Without numpy, an uninitialised ``bytearray``.
     """
     global _np
-    if n >= LARGE_FRAME:
-        if _np is None:
-            try:
-                import numpy
-            except ImportError:  # pragma: no cover - depends on the environment
-                _np = False
-            else:
-                _np = numpy
-        if _np:
-            return _np.empty(n, dtype=_np.uint8)
-    return bytearray(n)
+    if _np is None:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - depends on the environment
+            _np = False
+        else:
+            _np = numpy
+    if _np:
+        return _np.empty(n, dtype=_np.uint8)
+    return new_bytearray(n)
 
 
 # -- framing on a stream -------------------------------------------------------
@@ -107,6 +109,16 @@ async def read_frames(stream: IOStream, limits: Limits) -> list:
     """
     head = await stream.read_bytes(16, partial=True)
     try:
+        if len(head) == 16:
+            n, first = _16.unpack(head)
+            if (
+                n == 1
+                and first <= SMALL
+                and first <= limits.max_frame_bytes
+                and first <= limits.max_message_bytes
+            ):
+                # fast path: one small frame (every small message)
+                return [await stream.read_bytes(first) if first else b""]
         return await _read_message(stream, limits, head)
     except StreamClosedError as e:
         detail = f" ({e.real_error})" if e.real_error else ""
@@ -140,13 +152,23 @@ async def _read_message(stream: IOStream, limits: Limits, head: bytes) -> list:
             pos += length
         return frames
     frames = []
-    for length in lengths:
+    kinds = None
+    for i, length in enumerate(lengths):
         if length == 0:
             frames.append(b"")
         elif length <= SMALL:
             frames.append(await stream.read_bytes(length))
         else:
-            buf = alloc_frame(length)
+            if kinds is None:
+                kinds = frame_kinds(frames[0]) if frames else {}
+            if kinds.get(i) == 0:  # will be a bytes value: receive straight into bytes
+                buf, view = new_bytes(length)
+                if buf is not None:
+                    await stream.read_into(view)
+                    view.release()
+                    frames.append(buf)
+                    continue
+            buf = new_bytearray(length) if kinds.get(i) == 1 else alloc_frame(length)
             await stream.read_into(buf)
             frames.append(buf)
     return frames
@@ -154,6 +176,12 @@ async def _read_message(stream: IOStream, limits: Limits, head: bytes) -> list:
 
 async def write_frames(stream: IOStream, frames) -> int:
     """Write one message's frames; large ones are written without copying."""
+    if len(frames) == 1:
+        f = frames[0]
+        if type(f) is bytes and len(f) <= SMALL:
+            # fast path: one small frame (every small message)
+            await stream.write(_16.pack(1, len(f)) + f)
+            return len(f) + 16
     header = frame_header(frames)
     nbytes = sum(memoryview(f).nbytes for f in frames)
     if nbytes <= SMALL:
@@ -207,18 +235,25 @@ class Comm:
         when well-framed content cannot be decoded.
         """
         try:
-            with _translate("reading", self.peer_address):
-                frames = await read_frames(self.stream, limits or self.limits)
+            frames = await read_frames(self.stream, limits or self.limits)
         except RemoteProtocolError:
             self.abort()
+            raise
+        except Exception as e:
+            # what _translate does, without a (generator) context manager on
+            # the hot path: that costs ~0.7 us per message on each side
+            _raise_translated(e, "reading", self.peer_address)
             raise
         return loads(frames, allow_pickle=self.allow_pickle)
 
     async def write(self, msg) -> int:
         """Encode and send one message; returns the bytes written."""
         frames = dumps(msg)
-        with _translate("writing", self.peer_address):
+        try:
             return await write_frames(self.stream, frames)
+        except Exception as e:
+            _raise_translated(e, "writing", self.peer_address)
+            raise
 
     async def close(self) -> None:
         """Close the connection (pending writes are dropped)."""

@@ -9,6 +9,7 @@ There is one mechanism: every ``rpc`` call goes through a pool.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict, deque
 
@@ -209,10 +210,7 @@ class rpc:
         except KeyError:
             pass
 
-        async def call(**kwargs):
-            return await self.call(op, **kwargs)
-
-        call.__name__ = op
+        call = functools.partial(self.call, op)
         self._ops[op] = call
         return call
 

@@ -147,6 +147,17 @@ class _Encoder:
 
 def dumps(msg) -> list:
     """Encode ``msg`` into frames (frame 0 msgpack, then out-of-band buffers)."""
+    if type(msg) is dict:
+        # fast path: a flat dict of str/int/float/bool/None (most control
+        # messages) is plain msgpack; anything else takes the encoder
+        for k, v in msg.items():
+            if type(v) not in _ATOMIC or type(k) not in _ATOMIC:
+                break
+        else:
+            try:
+                return [_packb(msg)]
+            except OverflowError:
+                pass  # an int beyond 64 bits: the encoder pickles it
     enc = _Encoder()
     try:
         enc.frames[0] = _packb(enc.enc(msg))
@@ -214,6 +225,32 @@ class _Loader:
                 head = self.frame(head)
             return pickle_loads(head, buffers=[self.frame(i) for i in indices])
         raise DecodeError(f"unknown msgpack extension type {code}")
+
+
+def frame_kinds(head) -> dict:
+    """``{frame index: 0 (bytes) or 1 (bytearray)}`` for the out-of-band
+    ``bytes``/``bytearray`` values that frame 0 ``head`` refers to, so that a
+    reader can receive those frames straight into the right type. Other frames
+    (pickle buffers) are absent. Best effort: malformed input gives ``{}``
+    (``loads`` then reports it properly)."""
+    kinds = {}
+    depth = [0]
+
+    def hook(code, data):
+        if code == EXT_BUFFER:
+            index, kind = msgpack.unpackb(data)
+            if type(index) is int and kind in (_KIND_BYTES, _KIND_BYTEARRAY):
+                kinds[index] = kind
+        elif code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET) and depth[0] < MAX_NESTING:
+            depth[0] += 1
+            msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=False)
+            depth[0] -= 1
+
+    try:
+        msgpack.unpackb(head, ext_hook=hook, raw=False, strict_map_key=False)
+    except Exception:
+        return {}
+    return kinds
 
 
 def loads(frames, allow_pickle: bool = True):

@@ -35,6 +35,9 @@ __all__ = ["Server"]
 
 logger = logging.getLogger("distributed_core.server")
 
+#: handler results that are certainly not awaitable (skips inspect.isawaitable)
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
+
 
 class _TCPServer(TCPServer):
     def __init__(self, owner: Server, **kwargs):
@@ -247,7 +250,7 @@ class Server:
                 continue
             try:
                 result = handler(comm, **msg)
-                if inspect.isawaitable(result):
+                if type(result) not in _PLAIN and inspect.isawaitable(result):
                     result = await result
             except CommClosedError:
                 if comm.closed():
@@ -260,7 +263,12 @@ class Server:
             else:
                 response = {"status": "OK", "result": result}
             if reply and not comm.closed():
-                await self._reply(comm, response)
+                try:  # _reply inlined: one coroutine less per request
+                    await comm.write(response)
+                except LocalProtocolError as e:
+                    await self._reply(comm, error_reply(e))
+                except CommClosedError:
+                    comm.abort()
 
     async def _reply(self, comm: Comm, response) -> None:
         try:

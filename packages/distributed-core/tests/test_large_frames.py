@@ -1,0 +1,72 @@
+"""Proposed tests for the typed receive buffers (run against the patched core)."""
+
+import asyncio
+import struct
+
+import numpy as np
+import pytest
+
+from distributed_core import Server, connect, dumps, rpc
+
+MB = 2**20
+
+
+def _get(comm, kind):
+    if kind == "bytes":
+        return b"\x01" * (3 * MB) + b"end"
+    if kind == "bytearray":
+        return bytearray(b"\x02" * (3 * MB))
+    if kind == "numpy":
+        return np.arange(3 * MB // 8, dtype=np.int64)
+    if kind == "nested":
+        return (b"a" * (2 * MB), {b"b" * (2 * MB)}, [bytearray(b"c" * (2 * MB))], np.ones(MB))
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "numpy", "nested"])
+def test_large_values_keep_type_and_content(kind):
+    async def main():
+        server = Server({"get": _get})
+        await server.listen("tcp://127.0.0.1:0")
+        try:
+            async with rpc(server.address) as r:
+                return await r.get(kind=kind)
+        finally:
+            await server.close()
+
+    got = asyncio.run(main())
+    if kind == "bytes":
+        assert type(got) is bytes and got == _get(None, kind)
+        assert hash(got) == hash(_get(None, kind))
+    elif kind == "bytearray":
+        assert type(got) is bytearray and got == _get(None, kind)
+    elif kind == "numpy":
+        assert got.flags.writeable and (got == _get(None, kind)).all()
+    else:
+        a, s, (ba,), arr = got
+        assert type(a) is bytes and a == b"a" * (2 * MB)
+        assert s == {b"b" * (2 * MB)}
+        assert type(ba) is bytearray and ba == bytearray(b"c" * (2 * MB))
+        assert arr.flags.writeable and arr.sum() == MB
+
+
+def test_truncated_large_frame_is_a_clean_error():
+    """A peer that announces a large bytes frame and goes away halfway."""
+
+    async def main():
+        server = Server({})
+        await server.listen("tcp://127.0.0.1:0")
+        comm = await connect(server.address)
+        frames = dumps({"op": "ping", "x": b"z" * (5 * MB)})
+        comm.stream.write(struct.pack("<3Q", 2, len(frames[0]), 5 * MB))
+        comm.stream.write(frames[0])
+        comm.stream.write(frames[1][:MB])
+        await asyncio.sleep(0.1)
+        comm.abort()
+        await asyncio.sleep(0.1)
+        assert not server.comms  # the server dropped the connection and is fine
+        async with rpc(server.address) as r:
+            assert await r.ping() == "pong"
+        await server.close()
+
+    asyncio.run(main())
