@@ -118,7 +118,10 @@ def main():
     parser.add_argument("--key-type", choices=["str", "tuple", "int"], default="str")
     parser.add_argument("--method", choices=["tracemalloc", "rss", "both"], default="both")
     parser.add_argument("--batch", type=int, default=1000, help="keys per add_keys message")
+    parser.add_argument("--quick", action="store_true", help="10,000 keys (smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.keys = 10_000
     methods = ["tracemalloc", "rss"] if args.method == "both" else [args.method]
     print(f"Center memory, {args.keys:,} {args.key_type} keys from one worker, pid {os.getpid()}")
     for method in methods:

@@ -233,7 +233,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-dask", action="store_true")
     parser.add_argument("--tornado-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="16 MiB, 3 runs (smoke test)")
     args = parser.parse_args()
+    if args.quick:
+        args.size_mib, args.repeats = 16, 3
     if args.tornado_server:
         tornado_server(args.tornado_server)
         return

@@ -1,0 +1,340 @@
+"""distributed-client against dask.distributed, on the same machine, in one run.
+
+Both clusters run at the same time with the same shape (a center/scheduler
+and 2 worker processes x 1 thread, all local), and every measurement is made
+INTERLEAVED round by round (ours, dask, dask, ours, ...), so both see the
+same machine state; only the same-run medians and their ratios are
+meaningful.
+
+1. ``map``: 10,000 trivial tasks (``inc``) + gathering the results, tasks/s
+   (``Pool.map`` + ``Pool.gather`` vs ``Client.map`` + ``Client.gather``);
+   also ``Executor.map`` + ``gather``. Target: >= 10x dask.distributed.
+2. ``roundtrip``: sequential ``submit(inc, i).result()``, ms per call.
+   Target: <= 1 ms.
+3. ``tree``: a 10,000-task tree reduction (5,000 leaves, pairwise ``add``)
+   through ``get`` vs ``Client.get``, tasks/s. Target: >= 5x dask.distributed.
+4. ``startup``: ``LocalCluster(2 workers)`` start to first result, s
+   (ours vs ``distributed.LocalCluster`` + ``Client``). Target: <= 1 s.
+
+This is a benchmark, not a test: nothing asserts on timings; the "met?"
+column compares the medians with the project's targets.
+
+Usage::
+
+    python benchmarks/client_bench.py            # full run (a few minutes)
+    python benchmarks/client_bench.py --quick    # smoke run
+    python benchmarks/client_bench.py --only map,tree --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from operator import add
+
+
+def inc(x):
+    return x + 1
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+def tree_graph(n_leaves: int) -> tuple[dict, tuple]:
+    dsk = {("leaf", i): (inc, i) for i in range(n_leaves)}
+    level, names = [("leaf", i) for i in range(n_leaves)], 0
+    while len(level) > 1:
+        names += 1
+        nxt = []
+        for i in range(0, len(level) - 1, 2):
+            key = (f"add-{names}", i // 2)
+            dsk[key] = (add, level[i], level[i + 1])
+            nxt.append(key)
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return dsk, level[0]
+
+
+class Ours:
+    name = "distributed_client"
+
+    def __init__(self):
+        from distributed_client import Executor, LocalCluster, Pool
+
+        self.cluster = LocalCluster(n_workers=2, ncores=1)
+        self.pool = Pool(self.cluster.center_address)
+        self.executor = Executor(self.cluster.center_address)
+
+    def map(self, n):
+        results = self.pool.map(inc, range(n))
+        values = self.pool.gather(results)
+        assert values[-1] == n
+        return values
+
+    def executor_map(self, n):
+        futures = self.executor.map(inc, range(n), pure=False)
+        values = self.executor.gather(futures)
+        assert values[-1] == n
+
+    def roundtrip(self, n):
+        e = self.executor
+        for i in range(n):
+            assert e.submit(inc, i, pure=False).result() == i + 1
+
+    def tree(self, dsk, key, expected):
+        from distributed_client import get
+
+        assert get(self.cluster.center_address, dsk, key) == expected
+
+    def close(self):
+        self.executor.close()
+        self.pool.close()
+        self.cluster.close()
+
+    @staticmethod
+    def startup():
+        from distributed_client import Executor, LocalCluster
+
+        t = time.perf_counter()
+        with LocalCluster(n_workers=2, ncores=1) as cluster:
+            with Executor(cluster.center_address) as e:
+                assert e.submit(inc, 1).result() == 2
+                dt = time.perf_counter() - t
+        return dt
+
+
+class Dask:
+    name = "dask.distributed"
+
+    def __init__(self):
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        self.client = Client(self.cluster)
+
+    def map(self, n):
+        futures = self.client.map(inc, range(n), pure=False)
+        values = self.client.gather(futures)
+        assert values[-1] == n
+        del futures
+
+    def roundtrip(self, n):
+        c = self.client
+        for i in range(n):
+            assert c.submit(inc, i, pure=False).result() == i + 1
+
+    def tree(self, dsk, key, expected):
+        assert self.client.get(dsk, key) == expected
+
+    def close(self):
+        self.client.close()
+        self.cluster.close()
+
+    @staticmethod
+    def startup():
+        from distributed import Client, LocalCluster
+
+        t = time.perf_counter()
+        with (
+            LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert client.submit(inc, 1).result() == 2
+            dt = time.perf_counter() - t
+        return dt
+
+
+# --------------------------------------------------------------------------- running
+#
+# Each system's client runs in its own process (its cluster's processes are its
+# children), so the two never share a GIL or an event loop; the parent only
+# sends commands and collects timings.
+
+
+def _driver(kind: str, conn) -> None:
+    if kind == "dask":
+        import distributed  # noqa: F401 - configures its loggers; quiet them after
+
+    logging.basicConfig(level=logging.ERROR)
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    system = None
+    while True:
+        cmd, args = conn.recv()
+        try:
+            if cmd == "stop":
+                if system is not None:
+                    system.close()
+                conn.send(("ok", None))
+                return
+            if cmd == "start":
+                system = Ours() if kind == "ours" else Dask()
+                result = None
+            elif cmd == "startup":
+                result = (Ours if kind == "ours" else Dask).startup()
+            else:
+                result = timed(getattr(system, cmd), *args)
+            conn.send(("ok", result))
+        except BaseException as e:  # report, keep serving
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class Driver:
+    def __init__(self, kind: str):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_driver, args=(kind, child), daemon=False)
+        self.proc.start()
+
+    def __call__(self, cmd: str, *args):
+        self.conn.send((cmd, args))
+        status, result = self.conn.recv()
+        if status != "ok":
+            raise RuntimeError(result)
+        return result
+
+    def close(self):
+        try:
+            self("stop")
+        finally:
+            self.proc.join(30)
+
+
+def timed(fn, *args):
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def interleaved(rounds, variants):
+    """``variants``: {name: callable returning seconds}; alternate the order each round."""
+    samples = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            samples[name].append(variants[name]())
+    return {name: statistics.median(v) for name, v in samples.items()}, samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measure")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds")
+    parser.add_argument(
+        "--only", default="map,roundtrip,tree,startup", help="comma-separated measures to run"
+    )
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    rounds = 2 if args.quick else args.rounds
+    n_map = 2_000 if args.quick else 10_000
+    n_rt = 100 if args.quick else 500
+    n_leaves = 1_000 if args.quick else 5_000
+
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        print("dask.distributed is not importable: install it to compare", file=sys.stderr)
+        return 1
+    import dask
+    import distributed as dd
+
+    import distributed_client
+
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"distributed-client {distributed_client.__version__}, dask {dask.__version__}, "
+        f"distributed {dd.__version__}"
+    )
+    print(f"clusters: 2 worker processes x 1 thread each; {rounds} interleaved rounds, medians\n")
+    rows = []
+    ours, theirs = Driver("ours"), Driver("dask")
+    try:
+        if "startup" in only:
+            med, _ = interleaved(
+                rounds, {"ours": lambda: ours("startup"), "dask": lambda: theirs("startup")}
+            )
+            rows.append(("LocalCluster start -> first result", "s", med["ours"], med["dask"],
+                         med["dask"] / med["ours"], "<= 1 s", med["ours"] <= 1.0))  # fmt: skip
+        ours("start")
+        theirs("start")
+        # warm up both (connections, imports on the workers)
+        ours("map", 100)
+        theirs("map", 100)
+        ours("roundtrip", 10)
+        theirs("roundtrip", 10)
+        if "map" in only:
+            med, _ = interleaved(
+                rounds,
+                {
+                    "ours": lambda: ours("map", n_map),
+                    "executor": lambda: ours("executor_map", n_map),
+                    "dask": lambda: theirs("map", n_map),
+                },
+            )
+            ours_rate, ex_rate, dask_rate = (n_map / med[k] for k in ("ours", "executor", "dask"))
+            rows.append((f"Pool.map {n_map:,} x inc + gather", "tasks/s", ours_rate, dask_rate,
+                         ours_rate / dask_rate, ">= 10x", ours_rate / dask_rate >= 10))  # fmt: skip
+            rows.append((f"Executor.map {n_map:,} x inc + gather", "tasks/s", ex_rate, dask_rate,
+                         ex_rate / dask_rate, ">= 10x", ex_rate / dask_rate >= 10))  # fmt: skip
+        if "roundtrip" in only:
+            med, _ = interleaved(
+                rounds,
+                {
+                    "ours": lambda: ours("roundtrip", n_rt) / n_rt,
+                    "dask": lambda: theirs("roundtrip", n_rt) / n_rt,
+                },
+            )
+            rows.append(("submit(inc, i).result() round trip", "ms", med["ours"] * 1e3,
+                         med["dask"] * 1e3, med["dask"] / med["ours"], "<= 1 ms",
+                         med["ours"] <= 1e-3))  # fmt: skip
+        if "tree" in only:
+            dsk, key = tree_graph(n_leaves)
+            expected = sum(range(1, n_leaves + 1))
+            n_tasks = len(dsk)
+            med, _ = interleaved(
+                rounds,
+                {
+                    "ours": lambda: ours("tree", dsk, key, expected),
+                    "dask": lambda: theirs("tree", dsk, key, expected),
+                },
+            )
+            o, d = n_tasks / med["ours"], n_tasks / med["dask"]
+            rows.append((f"get: tree reduction, {n_tasks:,} tasks", "tasks/s", o, d, o / d,
+                         ">= 5x", o / d >= 5))  # fmt: skip
+    finally:
+        ours.close()
+        theirs.close()
+
+    print(f"{'measure':<40} {'unit':>8} {'ours':>10} {'dask':>10} {'ratio':>7}  target   met?")
+    for name, unit, o, d, ratio, target, met in rows:
+        print(
+            f"{name:<40} {unit:>8} {o:>10,.2f} {d:>10,.2f} {ratio:>6.1f}x  {target:<8} "
+            f"{'yes' if met else 'NO'}"
+        )
+    print("\nratio: how many times better ours is (higher is better for both kinds of unit)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
