@@ -1,0 +1,51 @@
+"""distributed-client: drive a distributed cluster from Python.
+
+* :func:`scatter`, :func:`gather`, :func:`delete`, :func:`clear` and
+  :class:`RemoteData` -- put data on the cluster and bring it back.
+* :class:`Pool` -- ``multiprocessing.Pool`` look-alike; results stay remote.
+* :func:`get` -- run a dask graph (``dask.compute(x, scheduler=...)``).
+* :class:`Executor` -- ``concurrent.futures``-style futures.
+* :class:`LocalCluster` -- a Center and Workers as local processes.
+"""
+
+from ._version import __version__
+from .errors import CancelledError, GraphError, KilledWorker, LostDataError
+from .executor import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    Executor,
+    Future,
+    as_completed,
+    wait,
+)
+from .graph import get
+from .local import LocalCluster
+from .pool import AsyncResult, Pool
+from .progress import progress
+from .remote import RemoteData, clear, delete, gather, scatter
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Executor",
+    "Future",
+    "as_completed",
+    "get",
+    "progress",
+    "wait",
+    "AsyncResult",
+    "CancelledError",
+    "GraphError",
+    "KilledWorker",
+    "LocalCluster",
+    "LostDataError",
+    "Pool",
+    "RemoteData",
+    "__version__",
+    "clear",
+    "delete",
+    "gather",
+    "scatter",
+]

@@ -1,0 +1,152 @@
+"""What Pool and Executor share: a Session, and blocking or awaitable calls."""
+
+from __future__ import annotations
+
+import asyncio
+
+from distributed_core import normalize_address
+
+from ._session import Session
+from ._sync import get_runner, on_exit
+
+__all__ = ["ClientBase"]
+
+_open_sync_clients: set = set()
+
+
+def _close_all_sync_clients() -> None:  # pragma: no cover - interpreter exit
+    for c in list(_open_sync_clients):
+        try:
+            c._close_at_exit()
+        except Exception:
+            pass
+
+
+on_exit(_close_all_sync_clients)
+
+
+class ClientBase:
+    """A connection to a cluster's center, usable blocking or with ``await``.
+
+    Blocking (default): the session runs on a shared event loop in a daemon
+    thread (``distributed_core.LoopRunner``) and methods block until done.
+
+    ``asynchronous=True``: create it inside a running event loop and
+    ``await`` it (or use ``async with``); its methods then return awaitables.
+    """
+
+    def __init__(
+        self,
+        center,
+        *,
+        security=None,
+        asynchronous: bool = False,
+        timeout: float = 5.0,
+        name: str | None = None,
+        allowed_failures: int = 3,
+    ):
+        self.center = normalize_address(center)
+        self.security = security
+        self.asynchronous = asynchronous
+        self._timeout = timeout
+        self._session_kwargs = dict(
+            security=security,
+            connect_timeout=timeout,
+            name=name,
+            allowed_failures=allowed_failures,
+        )
+        self.session: Session | None = None
+        self._runner = None
+        if not asynchronous:
+            self._runner = get_runner()
+            self.session = self._runner.run(Session.create, self.center, **self._session_kwargs)
+            _open_sync_clients.add(self)
+
+    # ------------------------------------------------------------------ start/stop
+
+    async def _start(self):
+        if self.session is None:
+            self.session = await Session.create(self.center, **self._session_kwargs)
+        return self
+
+    def __await__(self):
+        return self._start().__await__()
+
+    async def __aenter__(self):
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self._aclose()
+
+    def __enter__(self):
+        if self.asynchronous:
+            raise RuntimeError("an asynchronous client is used with `async with`, not `with`")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    async def _aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    def close(self):
+        """Close the connection; the data this client computed or scattered is deleted."""
+        _open_sync_clients.discard(self)
+        if self.session is None:
+            return None
+        if self.asynchronous:
+            return self._aclose()
+        if self._runner is not None and not self._runner._closed and not self.session.closed:
+            self._runner.run(self._aclose)
+        return None
+
+    def _close_at_exit(self) -> None:
+        if self.session is not None and not self.session.closed:
+            self._runner.run(self.session.close, True, 0.5, timeout=3)
+
+    @property
+    def status(self) -> str:
+        return "created" if self.session is None else self.session.status
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _sync(self, coro_fn, *args, timeout=None, **kwargs):
+        """Blocking: run on the loop thread and wait. Asynchronous: return the awaitable."""
+        if self.asynchronous:
+            coro = self._with_session(coro_fn, *args, **kwargs)
+            if timeout is not None:
+                return asyncio.wait_for(coro, timeout)
+            return coro
+        self._check_session()
+        return self._runner.run(coro_fn, *args, timeout=timeout, **kwargs)
+
+    async def _with_session(self, coro_fn, *args, **kwargs):
+        await self._start()
+        return await coro_fn(*args, **kwargs)
+
+    def _check_session(self) -> None:
+        if self.session is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not started: await it first "
+                f"(`client = await {type(self).__name__}(..., asynchronous=True)`)"
+            )
+        if self.session.closed:
+            raise RuntimeError(f"{type(self).__name__} connected to {self.center} is closed")
+
+    def _call_in_loop(self, fn, *args):
+        """Run a plain function on the session's loop; return its result (blocking form)."""
+        self._check_session()
+        if self.asynchronous or self.session.in_loop():
+            return fn(*args)
+
+        async def run():
+            return fn(*args)
+
+        return self._runner.run(run)
+
+    def __repr__(self) -> str:
+        s = self.session
+        workers = len(s.state.workers) if s is not None else 0
+        return f"<{type(self).__name__} center={self.center} workers={workers} {self.status}>"

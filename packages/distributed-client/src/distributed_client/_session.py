@@ -1,0 +1,578 @@
+"""The async driver around :class:`~distributed_client._state.SchedulerState`.
+
+One :class:`Session` per client object (``Pool``, ``Executor``) or per
+(center, event loop) for the module-level functions. It owns the connections
+(one pool for the center and the workers), feeds tasks into the scheduling
+state, sends what :meth:`SchedulerState.assign` decides as ``compute``
+requests, feeds the replies back, and deletes released data in batches.
+
+Everything here runs on the session's event loop; the only thread-safe entry
+points are :meth:`Session.call_soon` and :meth:`Session.release_threadsafe`
+(used by ``__del__`` of ``RemoteData``/``Future``, which may run in any
+thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Hashable, Iterable, Mapping
+
+from distributed_core import (
+    CommClosedError,
+    ConnectionPool,
+    Failure,
+    HandshakeError,
+    normalize_address,
+)
+
+from ._data import DataMixin, WorkerUnreachable, as_exception
+from ._lanes import WorkerLink
+from ._state import SchedulerState
+
+__all__ = ["Session", "as_exception"]
+
+logger = logging.getLogger("distributed_client")
+
+
+class Session(DataMixin):
+    """A connection to one cluster and the client-side scheduler that drives it.
+
+    Create with ``await Session.create(center)`` on a running loop.
+    """
+
+    #: how often the worker list is refreshed from the center (seconds)
+    refresh_interval = 1.0
+    #: seconds a failed worker is ignored while the center still lists it
+    gone_grace = 5.0
+    #: seconds of work kept waiting at each worker for short tasks (see _observe_reply)
+    pipeline_cover = 0.003
+
+    def __init__(
+        self,
+        center,
+        *,
+        security=None,
+        connect_timeout: float = 5.0,
+        worker_connect_timeout: float = 1.0,
+        allowed_failures: int = 3,
+        name: str | None = None,
+    ):
+        self.center_address = normalize_address(center)
+        self.security = security
+        self.connect_timeout = connect_timeout
+        self.id = uuid.uuid4().hex[:10]
+        self.name = name or f"client-{self.id}"
+        self.state = SchedulerState(allowed_failures=allowed_failures)
+        self.center_pool = ConnectionPool(
+            limit=16, security=security, connect_timeout=connect_timeout, name=self.name
+        )
+        self.pool = ConnectionPool(
+            limit=512, security=security, connect_timeout=worker_connect_timeout, name=self.name
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.status = "created"
+        self._wait_futures: set[asyncio.Future] = set()
+        self._watchers: dict[Hashable, list] = defaultdict(list)
+        self._kicked = False
+        self._tasks: set[asyncio.Task] = set()
+        self._inbox_lock = threading.Lock()
+        self._inbox: deque = deque()  # (fn, args), or (None, keys) for releases
+        self._inbox_scheduled = False
+        self._to_delete: dict[Hashable, set] = {}
+        self._deleting: dict[Hashable, asyncio.Future] = {}
+        self._delete_task: asyncio.Task | None = None
+        self._refresh_task: asyncio.Task | None = None
+        self._refresh_now: asyncio.Event | None = None
+        self._workers_event: asyncio.Event | None = None
+        self._links: dict[str, WorkerLink] = {}
+        #: workers we saw fail, not taken back from the center's list for a while
+        #: (the center may not have noticed their death yet)
+        self._gone: dict[str, float] = {}
+        #: worker -> [time of its last compute reply, smoothed gap between replies]
+        self._timing: dict[str, list] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.center_address} {self.status} workers={len(self.state.workers)} "
+            f"tasks={len(self.state.tasks)}>"
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def create(cls, center, **kwargs) -> Session:
+        self = cls(center, **kwargs)
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._refresh_now = asyncio.Event()
+        self._workers_event = asyncio.Event()
+        try:
+            await self.refresh_workers()
+        except HandshakeError:  # wrong secret, TLS or protocol version: says so itself
+            await self._close_pools()
+            self.status = "closed"
+            raise
+        except (CommClosedError, OSError) as e:
+            await self._close_pools()
+            self.status = "closed"
+            raise OSError(
+                f"could not reach a center at {self.center_address} within "
+                f"{self.connect_timeout}s ({e}); is a center running there? "
+                f"(start one with `python -m distributed_center`, or use LocalCluster())"
+            ) from None
+        self.status = "running"
+
+    async def close(self, release: bool = True, timeout: float = 5.0) -> None:
+        """Stop, delete the data this session still holds (with `release`), close connections.
+
+        Deleting waits at most `timeout` seconds (the cluster may be gone).
+        """
+        if self.status in ("closing", "closed"):
+            return
+        self.status = "closing"
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        if release:
+            keys = {}
+            for key, ts in list(self.state.tasks.items()):
+                if ts.who_has:
+                    keys[key] = set(ts.who_has)
+            for key, holders in self._to_delete.items():
+                keys.setdefault(key, set()).update(holders)
+            self._to_delete.clear()
+            if keys:
+                try:
+                    await asyncio.wait_for(self._delete(keys), timeout)
+                except Exception as e:
+                    logger.info("could not delete %d keys while closing: %s", len(keys), e)
+        if self._delete_task is not None:
+            self._delete_task.cancel()
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        tasks = [t for t in (self._refresh_task, self._delete_task, *self._tasks) if t is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        err = RuntimeError(f"the client connected to {self.center_address} was closed")
+        for f in self._wait_futures:
+            if not f.done():
+                f.set_exception(err)
+        self._wait_futures.clear()
+        self._watchers.clear()
+        await self._close_pools()
+        self.status = "closed"
+
+    async def _close_pools(self) -> None:
+        await self.pool.close()
+        await self.center_pool.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.status in ("closing", "closed")
+
+    # ------------------------------------------------------------------ thread-safe entry points
+
+    def in_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def call_soon(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the session's loop (directly when already there).
+
+        Calls from other threads run in the order they were made, together
+        with :meth:`release_threadsafe`, so a reference dropped after a
+        submission is never processed before that submission.
+        """
+        if self.in_loop():
+            fn(*args)
+        else:
+            self._post((fn, args))
+
+    def release_threadsafe(self, keys: Iterable[Hashable]) -> None:
+        """Drop one reference to each key, from any thread; batched."""
+        if self.closed or self.loop is None or self.loop.is_closed():
+            return
+        with self._inbox_lock:
+            inbox = self._inbox
+            if inbox and inbox[-1][0] is None:
+                inbox[-1][1].extend(keys)  # coalesce consecutive releases
+            else:
+                inbox.append((None, list(keys)))
+            if self._inbox_scheduled:
+                return
+            self._inbox_scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain_inbox)
+        except RuntimeError:  # loop closed meanwhile (interpreter exit)
+            pass
+
+    def _post(self, item) -> None:
+        if self.loop is None or self.loop.is_closed():
+            return
+        with self._inbox_lock:
+            self._inbox.append(item)
+            if self._inbox_scheduled:
+                return
+            self._inbox_scheduled = True
+        self.loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, deque()
+            self._inbox_scheduled = False
+        for fn, args in items:
+            if fn is None:
+                if not self.closed:
+                    self.state.release(args)
+                    self._kick()
+            else:
+                try:
+                    fn(*args)
+                except Exception:
+                    logger.exception("error in %r", fn)
+        if self._kicked:
+            self._process()  # now rather than one loop iteration later
+
+    # ------------------------------------------------------------------ feeding the state (loop thread)
+
+    def update_graph(self, tasks: Mapping, wants: Iterable = (), restrictions=None, order=None):
+        """Add tasks ``{key: ((function, args, kwargs, needed), deps)}``; see SchedulerState."""
+        self._check_open()
+        self.state.update_graph(tasks, wants=wants, restrictions=restrictions, order=order)
+        self._kick()
+
+    def update_graph_or_fail(self, tasks: Mapping, wants=(), restrictions=None, order=None):
+        """Like update_graph, but a bad graph fails its wanted keys instead of raising.
+
+        For requests queued from other threads, whose caller cannot see an
+        exception raised here.
+        """
+        try:
+            self.update_graph(tasks, wants, restrictions, order)
+        except Exception as e:
+            self.state.add_failed(wants, e)
+            self._kick()
+
+    def want(self, keys) -> None:
+        self._check_open()
+        self.state.want(keys)
+        self._kick()
+
+    def release(self, keys) -> None:
+        if not self.closed:
+            self.state.release(keys)
+            self._kick()
+
+    def cancel(self, keys) -> None:
+        if not self.closed:
+            self.state.cancel(keys)
+            self._kick()
+
+    def watch(self, key: Hashable, callback) -> None:
+        """Call ``callback(key)`` on the loop once `key` is in memory or erred."""
+        st = self.state.state_of(key)
+        if st in ("memory", "erred") or st is None:
+            callback(key)
+        else:
+            self._watchers[key].append(callback)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"the client connected to {self.center_address} is closed")
+
+    # ------------------------------------------------------------------ the engine
+
+    def _kick(self) -> None:
+        if not self._kicked and self.loop is not None:
+            self._kicked = True
+            self.loop.call_soon(self._process)
+
+    def _process(self) -> None:
+        if not self._kicked:
+            return  # already done (see _drain_inbox)
+        self._kicked = False
+        if self.closed:
+            return
+        report = self.state.take_report()
+        if report.delete:
+            self._delete_soon(report.delete)
+        for key in report.done:
+            self._notify(key)
+        for key in report.erred:
+            self._notify(key)
+        for key in report.forgotten:
+            self._notify(key)
+        for worker, key in self.state.assign():
+            self._send_compute(worker, key)
+        if self.state.unplaced and self.state.workers:
+            self._kick()  # place the rest in a later loop iteration
+        if self._busy():
+            self._ensure_refresher()
+            if not self.state.workers:
+                self._refresh_now.set()
+        again = self.state.take_report()  # assign() never reports, but be safe
+        if again:
+            self._report_again(again)
+
+    def _report_again(self, report) -> None:
+        if report.delete:
+            self._delete_soon(report.delete)
+        for key in report.done + report.erred + report.forgotten:
+            self._notify(key)
+
+    def _notify(self, key) -> None:
+        st = self.state.state_of(key)
+        if st not in ("memory", "erred") and st is not None:
+            return
+        cbs = self._watchers.pop(key, None)
+        if cbs:
+            for cb in cbs:
+                try:
+                    cb(key)
+                except Exception:
+                    logger.exception("callback for %r failed", key)
+
+    def _send_compute(self, worker: str, key: Hashable) -> None:
+        ts = self.state.tasks.get(key)
+        if ts is None or ts.state != "processing" or ts.processing_on != worker:
+            return
+        pending_delete = self._deleting.get(key)
+        if pending_delete is not None:
+            # an earlier copy of this key is being deleted: compute after that
+            t = asyncio.ensure_future(self._send_after(pending_delete, worker, key))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+            return
+        function, args, kwargs, needed = ts.spec
+        msg = {"op": "compute", "function": function, "key": key, "args": args}
+        if kwargs:
+            msg["kwargs"] = kwargs
+        if needed:
+            msg["needed"] = needed
+            msg["who_has"] = self.state.dependency_hints(key)
+        link = self._links.get(worker)
+        if link is None or link.closed:
+            ws = self.state.workers[worker]
+            link = self._links[worker] = WorkerLink(
+                worker,
+                ws.ncores + 1,
+                on_failure=self._link_failed,
+                security=self.security,
+                connect_timeout=self.pool.connect_timeout,
+                name=self.name,
+            )
+        link.send(msg, functools.partial(self._on_compute_reply, worker, key))
+
+    async def _send_after(self, fut, worker, key) -> None:
+        await asyncio.shield(fut)
+        self._send_compute(worker, key)
+
+    def _on_compute_reply(self, worker: str, key: Hashable, reply) -> None:
+        self._observe_reply(worker)
+        if isinstance(reply, BaseException):
+            # the request could not be sent (e.g. unpicklable arguments)
+            self.state.task_erred(key, worker, reply)
+        elif type(reply) is dict and reply.get("status") == "OK":
+            result = reply.get("result")
+            status = result.get("status") if type(result) is dict else None
+            if status == "OK":
+                self.state.task_finished(key, worker, result.get("nbytes") or 0)
+            elif status == "error":
+                self.state.task_erred(key, worker, result.get("exception"))
+            elif status == "missing-data":
+                logger.info("%r on %s: inputs %s missing", key, worker, result.get("keys"))
+                self.state.task_missing_data(key, worker, result.get("keys") or ())
+                self._refresh_now.set()
+            else:
+                self.state.task_erred(
+                    key, worker,
+                    RuntimeError(f"unexpected compute reply from {worker}: {result!r:.200}"),
+                )  # fmt: skip
+        elif type(reply) is dict and reply.get("status") == "error":
+            # the compute op itself refused the request (bad arguments)
+            self.state.task_erred(key, worker, Failure.from_reply(reply))
+        else:
+            self.state.task_erred(
+                key, worker, RuntimeError(f"unexpected reply from {worker}: {reply!r:.200}")
+            )
+        self._kick()
+
+    def _observe_reply(self, worker: str) -> None:
+        """Adapt how many tasks a worker gets in flight to how fast it answers.
+
+        Enough requests must wait at the worker to cover the client's own
+        reaction time (``pipeline_cover`` seconds): many for tasks of a few
+        microseconds, ``2 * ncores + 1`` for tasks that take a while (then
+        queued work stays here, where it can still go to another worker).
+        """
+        now = self.loop.time()
+        timing = self._timing.get(worker)
+        if timing is None:
+            self._timing[worker] = [now, None]
+            return
+        gap = now - timing[0]
+        timing[0] = now
+        ws = self.state.workers.get(worker)
+        if gap > 0.25 or ws is None or len(ws.processing) < 2:
+            return  # the worker may have waited for us: not a measure of its speed
+        ewma = timing[1] = gap if timing[1] is None else 0.8 * timing[1] + 0.2 * gap
+        n = ws.ncores
+        depth = n + int(self.pipeline_cover / max(ewma, 1e-6))
+        ws.max_in_flight = min(max(2 * n + 1, depth), 16 * n + 4)
+
+    def _link_failed(self, link: WorkerLink, sent: bool, cause: BaseException) -> None:
+        if self._links.get(link.address) is link:
+            del self._links[link.address]
+        logger.info("connection to worker %s failed: %s", link.address, cause)
+        self._worker_failed(link.address, blame=sent)
+
+    async def _worker_call(self, address: str, msg: dict):
+        """One request to a worker; raises WorkerUnreachable when the worker is gone."""
+        try:
+            comm = await self.pool.acquire(address)
+        except (CommClosedError, OSError) as e:
+            raise WorkerUnreachable(address, False, e) from e
+        sent = False
+        try:
+            await comm.write(msg)
+            sent = True
+            response = await comm.read()
+        except (CommClosedError, OSError) as e:
+            self.pool.discard(comm)
+            raise WorkerUnreachable(address, sent, e) from e
+        except BaseException:
+            self.pool.discard(comm)
+            raise
+        self.pool.release(comm)
+        if type(response) is dict:
+            status = response.get("status")
+            if status == "OK":
+                return response.get("result")
+            if status == "error":
+                Failure.from_reply(response).reraise()
+        return response
+
+    def _worker_failed(self, address: str, blame: bool = True) -> None:
+        link = self._links.pop(address, None)
+        if link is not None:
+            link.close()
+        if address in self.state.workers:
+            self._gone[address] = self.loop.time()
+            ws = self.state.workers[address]
+            busy = (ws.processing or ws.has) and not self.closed
+            (logger.warning if busy else logger.info)("lost worker %s", address)
+            self.state.remove_worker(address, blame=blame)
+            self.pool.remove(address)
+            self._refresh_now.set()
+        self._kick()
+
+    # ------------------------------------------------------------------ workers
+
+    async def refresh_workers(self) -> None:
+        """Learn which workers the center knows (new ones join, missing ones are gone)."""
+        ncores = await self._center_call("ncores")
+        if not isinstance(ncores, dict):
+            raise TypeError(f"center at {self.center_address} answered ncores with {ncores!r:.100}")
+        now = self.loop.time()
+        for address, t in list(self._gone.items()):
+            if address not in ncores or now - t > self.gone_grace:
+                del self._gone[address]
+        for address, n in ncores.items():
+            if address not in self.state.workers and address not in self._gone:
+                logger.debug("worker %s (%s cores)", address, n)
+                self.state.add_worker(address, n or 1)
+        for address in list(self.state.workers):
+            if address not in ncores:
+                self._worker_failed(address, blame=True)
+        if self.state.workers:
+            self._workers_event.set()
+        else:
+            self._workers_event.clear()
+        self._kick()
+
+    def _busy(self) -> bool:
+        st = self.state
+        return bool(st.unplaced or st.isolated or st.unrunnable or st.processing_count())
+
+    def _ensure_refresher(self) -> None:
+        t = self._refresh_task
+        if (t is None or t.done()) and not self.closed:
+            self._refresh_task = asyncio.ensure_future(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        """Keep the worker list fresh while there is work; ends when idle."""
+        failures = 0
+        idle = 0
+        while not self.closed:
+            if failures:
+                interval = min(0.5 * 2**failures, 10)
+            elif not self.state.workers and self._busy():
+                interval = 0.1
+            else:
+                interval = self.refresh_interval
+            try:
+                await asyncio.wait_for(self._refresh_now.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            self._refresh_now.clear()
+            if not self._busy():
+                idle += 1
+                if idle >= 2:
+                    return  # restarted by the next piece of work
+                continue
+            idle = 0
+            try:
+                await self.refresh_workers()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures += 1
+                log = logger.warning if failures == 1 and not self.closed else logger.info
+                log("could not refresh workers from %s: %s", self.center_address, e)
+
+    async def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
+        async def _wait():
+            while True:
+                await self.refresh_workers()
+                if len(self.state.workers) >= n:
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(_wait(), timeout)
+
+    async def _center_call(self, op: str, **kwargs):
+        comm = await self.center_pool.acquire(self.center_address)
+        try:
+            await comm.write({"op": op, "reply": True, **kwargs})
+            response = await comm.read()
+        except BaseException:
+            self.center_pool.discard(comm)
+            raise
+        self.center_pool.release(comm)
+        if type(response) is dict:
+            status = response.get("status")
+            if status == "OK":
+                return response.get("result")
+            if status == "error":
+                Failure.from_reply(response).reraise()
+        return response
+
+    async def center_call(self, op: str, **kwargs):
+        """Call an op on the center (retrying once on a stale pooled connection)."""
+        try:
+            return await self._center_call(op, **kwargs)
+        except CommClosedError:
+            return await self._center_call(op, **kwargs)

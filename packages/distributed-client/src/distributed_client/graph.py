@@ -1,0 +1,85 @@
+"""``get``: run a dask graph on the cluster.
+
+::
+
+    from functools import partial
+    get(center, {'x': 1, 'y': (inc, 'x')}, 'y')            # -> 2
+    dask.compute(collection, scheduler=partial(get, center))
+
+See :mod:`distributed_client._graph` for the graph forms accepted. Keys are
+renamed on the cluster (``name-<graph id>-<n>``), so two graphs that use the
+same key names never mix, even from different clients.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from ._args import PickledFunction, prepickle
+from ._graph import normalize_graph, pack_results
+from ._session import Session
+from .remote import _run, default_session
+
+__all__ = ["get"]
+
+
+def get(center, dsk, keys, *, security=None, asynchronous: bool = False, timeout=None, **kwargs):
+    """Compute `keys` of the graph `dsk` on the cluster; results shaped like `keys`.
+
+    `keys` is one key or a (nested) list of keys. Bad graphs (a cycle, a
+    missing dependency, unknown output keys, unpicklable functions) raise
+    before anything is sent. If a task raises, its exception is raised here
+    with the remote traceback as its cause. Extra keyword arguments (which
+    ``dask.compute`` may pass) are ignored.
+    """
+    return _run(_get, center, dsk, keys, security, asynchronous=asynchronous, timeout=timeout)
+
+
+async def _get(center, dsk, keys, security):
+    g = normalize_graph(dsk, keys)  # errors before connecting
+    session = await default_session(center, security)
+    return await get_with(session, g, keys)
+
+
+def graph_tasks(g, prefix: str | None = None) -> tuple[dict, dict, list]:
+    """Turn a normalized graph into session tasks: ``(tasks, keymap, order)``."""
+    gid = prefix or uuid.uuid4().hex[:16]
+    keymap = {k: f"{_short_name(k)}-{gid}-{i}" for i, k in enumerate(g.order)}
+    pickled: dict = {}
+    tasks = {}
+    for k in g.order:
+        call = g.calls[k]
+        args, kwargs, needed = call.translate(keymap)
+        tasks[keymap[k]] = ((_prepickled(call.function, pickled), args, kwargs, needed), needed)
+    return tasks, keymap, [keymap[k] for k in g.order]
+
+
+async def get_with(session: Session, g, keys):
+    """Run the normalized graph `g` through `session` and return results shaped like `keys`."""
+    tasks, keymap, order = graph_tasks(g)
+    outputs = list(dict.fromkeys(keymap[k] for k in g.keys))
+    session.update_graph(tasks, wants=outputs, order=order)
+    try:
+        data = await session.gather(outputs)
+    finally:
+        session.release(outputs)
+    return pack_results(keys, {k: data[keymap[k]] for k in g.keys})
+
+
+def _prepickled(function, cache: dict):
+    """Pickle each distinct function of a graph once (and fail early if it cannot be)."""
+    if isinstance(function, PickledFunction):
+        return function
+    f = cache.get(id(function))
+    if f is None:
+        f = cache[id(function)] = prepickle(function)
+    return f
+
+
+def _short_name(key) -> str:
+    if isinstance(key, tuple) and key:
+        key = key[0]
+    if isinstance(key, bytes):
+        key = key.decode(errors="replace")
+    name = str(key)
+    return name[:40]

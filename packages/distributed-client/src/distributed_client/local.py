@@ -1,0 +1,338 @@
+"""``LocalCluster``: a Center and Workers as subprocesses on this machine.
+
+The processes are started by module name (``python -m distributed_center``,
+``python -m distributed_worker``), so this package never imports them; they
+come with the ``distributed-client[local]`` extra. The center and the workers
+start in parallel (the workers retry until the center listens), which keeps
+start-up to about one interpreter start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from distributed_core import normalize_address
+from distributed_core.testing import free_port
+
+__all__ = ["LocalCluster"]
+
+logger = logging.getLogger("distributed_client.local")
+
+_CENTER_LINE = "Start center at "
+_WORKER_LINE = "Start worker at "
+_REGISTERED_LINE = "Registered with center at "
+
+
+class _Proc:
+    """A child process whose output goes to a temporary file we can poll."""
+
+    def __init__(self, args: list[str], env: dict | None = None):
+        self.args = args
+        self.log = tempfile.TemporaryFile(mode="w+b")
+        self.popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in the terminal goes to us, we stop them
+        )
+        self.pid = self.popen.pid
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def find(self, prefix: str) -> str | None:
+        for line in self.output().splitlines():
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        return None
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float) -> None:
+        if self.alive():
+            try:
+                self.popen.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.alive():
+            try:
+                self.popen.kill()
+            except ProcessLookupError:
+                pass
+        self.popen.wait()
+
+    def close(self) -> None:
+        self.log.close()
+
+
+class LocalCluster:
+    """A Center and `n_workers` Workers running as local processes.
+
+    >>> with LocalCluster(n_workers=2, ncores=1) as cluster:  # doctest: +SKIP
+    ...     with Pool(cluster.center_address) as pool:
+    ...         print(pool.gather(pool.map(abs, [-1, -2])))
+    [1, 2]
+
+    Parameters
+    ----------
+    n_workers: number of worker processes.
+    ncores: threads per worker.
+    host: interface to listen on (default ``127.0.0.1``).
+    heartbeat_interval: seconds between worker heartbeats (the center drops a
+        worker after ``heartbeat_timeout`` silent seconds).
+    timeout: seconds to wait for every process to be up.
+    env: extra environment variables for the processes.
+    security: a ``distributed_core.Security`` for every process: a shared
+        secret (written to a private temporary file for the command lines)
+        and/or TLS files (the cluster then listens on ``tls://``). Pass the
+        same object to the clients.
+
+    Attributes: ``center_address``, ``worker_addresses`` (list, in start
+    order; a killed worker's entry is removed), ``center_process``,
+    ``worker_processes`` (``subprocess.Popen``).
+    """
+
+    def __init__(
+        self,
+        n_workers: int = 2,
+        ncores: int = 1,
+        *,
+        host: str = "127.0.0.1",
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 5.0,
+        timeout: float = 20.0,
+        env: dict | None = None,
+        security=None,
+        asynchronous: bool = False,
+    ):
+        if n_workers < 0:
+            raise ValueError(f"n_workers must be >= 0, got {n_workers}")
+        if ncores < 1:
+            raise ValueError(f"ncores must be >= 1, got {ncores}")
+        self.host = host
+        self.ncores = ncores
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.timeout = timeout
+        self.security = security
+        self._secret_dir = None
+        self._security_args = self._make_security_args(security)
+        self._env = {**os.environ, **(env or {})}
+        self._env.setdefault("PYTHONUNBUFFERED", "1")
+        self._center: _Proc | None = None
+        self._workers: list[_Proc] = []
+        self.worker_addresses: list[str] = []
+        self.center_address: str = ""
+        self.status = "starting"
+        self._n_workers = n_workers
+        if not asynchronous:
+            self._start_or_close()
+
+    def _start_or_close(self) -> LocalCluster:
+        if self.status != "starting":
+            return self
+        try:
+            self._start(self._n_workers)
+        except BaseException:
+            self.close()
+            raise
+        self.status = "running"
+        return self
+
+    async def _astart(self) -> LocalCluster:
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self._start_or_close)
+
+    def __await__(self):
+        return self._astart().__await__()
+
+    # ------------------------------------------------------------------ start
+
+    def _make_security_args(self, security) -> list[str]:
+        if security is None:
+            return []
+        args = []
+        if security.secret is not None:
+            self._secret_dir = tempfile.TemporaryDirectory(prefix="distributed-secret-")
+            path = os.path.join(self._secret_dir.name, "secret")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(security.secret)
+            args += ["--secret-file", path]
+        for option, value in (
+            ("--tls-cert", security.tls_cert),
+            ("--tls-key", security.tls_key),
+            ("--tls-ca-file", security.tls_ca_file),
+        ):
+            if value is not None:
+                args += [option, str(value)]
+        return args
+
+    @property
+    def _scheme(self) -> str:
+        tls = self.security is not None and self.security.tls_cert is not None
+        return "tls" if tls else "tcp"
+
+    def _center_args(self, port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "distributed_center",
+            "--host", self.host, "--port", str(port),
+            "--heartbeat-interval", str(self.heartbeat_interval),
+            "--heartbeat-timeout", str(self.heartbeat_timeout),
+            *self._security_args,
+        ]  # fmt: skip
+
+    def _worker_args(self) -> list[str]:
+        return [
+            sys.executable, "-m", "distributed_worker", self.center_address,
+            "--host", self.host, "--port", "0", "--ncores", str(self.ncores),
+            "--connect-timeout", str(self.timeout),
+            *self._security_args,
+        ]  # fmt: skip
+
+    def _start(self, n_workers: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        for attempt in range(3):
+            port = free_port(self.host)
+            self.center_address = normalize_address(f"{self._scheme}://{self.host}:{port}")
+            self._center = _Proc(self._center_args(port), self._env)
+            # the workers retry connecting until the center listens
+            workers = [self._spawn_worker() for _ in range(n_workers)]
+            line = self._wait_line(self._center, _CENTER_LINE, deadline, fail_ok=attempt < 2)
+            if line is None:  # the port was taken meanwhile: try another
+                self._center.kill()
+                self._center.close()
+                for w in workers:
+                    w.kill()
+                    w.close()
+                continue
+            self.center_address = normalize_address(line)
+            self._workers.extend(workers)
+            break
+        for w in self._workers:
+            self._wait_line(w, _REGISTERED_LINE, deadline)
+            self.worker_addresses.append(normalize_address(w.find(_WORKER_LINE)))
+
+    def _spawn_worker(self) -> _Proc:
+        return _Proc(self._worker_args(), self._env)
+
+    def _wait_line(self, proc: _Proc, prefix: str, deadline: float, fail_ok: bool = False):
+        delay = 0.002
+        while True:
+            found = proc.find(prefix)
+            if found is not None:
+                return found
+            if not proc.alive():
+                if fail_ok and "in use" in proc.output().lower():
+                    return None
+                raise RuntimeError(
+                    f"{' '.join(proc.args[1:3])} exited with status {proc.popen.returncode} "
+                    f"before it was ready; its output:\n{proc.output()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{' '.join(proc.args[1:3])} was not ready within {self.timeout}s; "
+                    f"its output so far:\n{proc.output()[-3000:]}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+    # ------------------------------------------------------------------ control
+
+    @property
+    def center_process(self) -> subprocess.Popen | None:
+        return self._center.popen if self._center else None
+
+    @property
+    def worker_processes(self) -> list[subprocess.Popen]:
+        return [w.popen for w in self._workers]
+
+    def add_worker(self) -> str:
+        """Start one more worker; returns its address once it is registered."""
+        proc = self._spawn_worker()
+        self._workers.append(proc)
+        self._wait_line(proc, _REGISTERED_LINE, time.monotonic() + self.timeout)
+        address = normalize_address(proc.find(_WORKER_LINE))
+        self.worker_addresses.append(address)
+        return address
+
+    def kill_worker(self, i: int = 0) -> str:
+        """``kill -9`` worker `i` (index into ``worker_addresses``); returns its address."""
+        proc = self._workers.pop(i)
+        address = self.worker_addresses.pop(i)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.popen.wait()
+        proc.close()
+        return address
+
+    def worker_pid(self, i: int = 0) -> int:
+        return self._workers[i].pid
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers, then the center (SIGTERM, then SIGKILL after `timeout`)."""
+        if self.status == "closed":
+            return
+        self.status = "closed"
+        for w in self._workers:
+            if w.alive():
+                try:
+                    w.popen.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for w in self._workers:
+            w.stop(timeout)
+            w.close()
+        self._workers = []
+        self.worker_addresses = []
+        if self._center is not None:
+            self._center.stop(timeout)
+            self._center.close()
+            self._center = None
+        if self._secret_dir is not None:
+            self._secret_dir.cleanup()
+            self._secret_dir = None
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> LocalCluster:
+        return await self._astart()
+
+    async def __aexit__(self, *exc) -> None:
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def __del__(self):
+        if getattr(self, "status", "closed") != "closed":
+            try:
+                self.close(timeout=1)
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        return (
+            f"<LocalCluster {self.center_address or '-'} workers={len(self.worker_addresses)} "
+            f"ncores={self.ncores} {self.status}>"
+        )

@@ -1,0 +1,34 @@
+"""The public surface: what `distributed_client` exports, and that it is documented."""
+
+from __future__ import annotations
+
+import distributed_client
+
+
+def test_all_names_exist_and_are_documented():
+    for name in distributed_client.__all__:
+        obj = getattr(distributed_client, name)
+        if name.isupper() or name == "__version__":
+            continue
+        assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_expected_exports():
+    expected = {
+        "AsyncResult", "CancelledError", "Executor", "Future", "GraphError", "KilledWorker",
+        "LocalCluster", "LostDataError", "Pool", "RemoteData", "as_completed", "clear",
+        "delete", "gather", "get", "progress", "scatter", "wait", "__version__",
+        "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
+    }  # fmt: skip
+    assert set(distributed_client.__all__) == expected
+    assert distributed_client.__version__ == "0.1.0"
+
+
+def test_no_sibling_imports():
+    import pathlib
+
+    src = pathlib.Path(distributed_client.__file__).parent
+    for path in src.glob("*.py"):
+        text = path.read_text()
+        for sibling in ("distributed_center", "distributed_worker"):
+            assert f"import {sibling}" not in text and f"from {sibling}" not in text, path
