@@ -29,7 +29,6 @@ from distributed_client import (
     scatter,
     wait,
 )
-from distributed_core import Failure
 
 
 def held_keys(call, center_address) -> dict:
@@ -43,33 +42,21 @@ def held_keys(call, center_address) -> dict:
 
 @pytest.fixture(autouse=True)
 def leaves_no_data(center_address, rpc_client, wait_for):
-    """Each scenario must leave the cluster as it found it: no keys held.
-
-    Known bug tolerated here (and pinned by ``test_erred_results_are_deleted``,
-    an xfail): the client never deletes the Failure a worker stores under the
-    key of a task that raised. Such leftovers are deleted here so that later
-    scenarios start clean; any other leftover fails the scenario.
-    """
+    """Each scenario must leave the cluster as it found it: no keys held."""
     call = rpc_client.call
     before = set(held_keys(call, center_address))
     yield
     left: dict = {}
 
-    def only_failures_left():
+    def nothing_left():
         left.clear()
         left.update({k: v for k, v in held_keys(call, center_address).items() if k not in before})
-        values = {}
-        for key, workers in left.items():
-            values.update(call(workers[0], "get_data", keys=[key], allow_missing=True))
-        return all(isinstance(values.get(k), Failure) for k in left)
+        return not left
 
     try:
-        wait_for(only_failures_left, timeout=5, what="the scenario's data is deleted")
+        wait_for(nothing_left, timeout=5, what="the scenario's data is deleted")
     except AssertionError:
         raise AssertionError(f"keys left on the cluster by the scenario: {left}") from None
-    for key, workers in left.items():
-        for worker in workers:
-            call(worker, "delete_data", keys=[key])
 
 
 def two_workers(rpc_client, center_address) -> tuple[str, str]:
@@ -254,13 +241,9 @@ def test_dask_delayed_compute(center_address):
     assert total.compute(scheduler=functools.partial(get, center_address)) == 55
 
 
-# --------------------------------------------------------------------------- known bugs
+# --------------------------------------------------------------------------- errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="distributed-client does not delete the Failure a worker stores for a task that raised",
-)
 @pytest.mark.parametrize("client", ["Executor", "Pool", "get"])
 def test_erred_results_are_deleted(center_address, rpc_client, wait_for, client):
     before = set(held_keys(rpc_client.call, center_address))

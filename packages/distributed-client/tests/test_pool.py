@@ -194,9 +194,10 @@ def test_join_after_results_were_dropped(center):
 
 
 def test_remote_data_from_elsewhere(center):
-    from distributed_client import scatter
+    from distributed_client import gather, scatter
 
     rds = scatter(center, [1, 2, 3])  # the module-level session, not the pool's
     with Pool(center) as pool:
         assert pool.gather(pool.map(inc, rds)) == [2, 3, 4]
         assert pool.gather(rds) == [1, 2, 3]
+    assert gather(center, rds) == [1, 2, 3]  # closing the pool left borrowed data alone

@@ -396,3 +396,12 @@ def test_borrowed_data_is_never_deleted():
     r = s.take_report()
     assert "theirs" not in r.delete and "y" in r.delete
     assert s.tasks == {}
+
+
+def test_stored_error_is_deleted_from_its_worker():
+    s = make(A)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    s.assign()
+    s.task_erred("x", A, ValueError("no"))
+    assert s.take_report().delete == {"x": [A]}
+    assert s.state_of("x") == "erred"

@@ -98,7 +98,7 @@ class ClientBase:
             return None
         if self.asynchronous:
             return self._aclose()
-        if self._runner is not None and not self._runner._closed and not self.session.closed:
+        if self._runner is not None and self._runner.thread.is_alive() and not self.session.closed:
             self._runner.run(self._aclose)
         return None
 

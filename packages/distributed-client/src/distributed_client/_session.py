@@ -143,13 +143,21 @@ class Session(DataMixin):
         for t in list(self._tasks):
             t.cancel()
         if release:
-            keys = {}
-            for key, ts in list(self.state.tasks.items()):
-                if ts.who_has:
-                    keys[key] = set(ts.who_has)
+            keys: dict = {}
+            for key, holders in self.state.take_report().delete.items():
+                keys.setdefault(key, set()).update(holders)
             for key, holders in self._to_delete.items():
                 keys.setdefault(key, set()).update(holders)
             self._to_delete.clear()
+            for key, ts in list(self.state.tasks.items()):
+                if ts.who_has and not ts.borrowed:
+                    keys.setdefault(key, set()).update(ts.who_has)
+            if self._delete_task is not None and not self._delete_task.done():
+                # a batch already on its way: let it arrive
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._delete_task), timeout)
+                except Exception:
+                    pass
             if keys:
                 try:
                     await asyncio.wait_for(self._delete(keys), timeout)

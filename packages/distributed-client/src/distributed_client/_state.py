@@ -475,9 +475,15 @@ class SchedulerState:
             self._maybe_release(ts)
 
     def task_erred(self, key: Hashable, worker: str, exception: BaseException) -> None:
-        """The task's function raised `exception` on `worker`."""
+        """The task's function raised `exception` on `worker`.
+
+        The worker stored the error under `key`; the client keeps the
+        exception, so that copy is deleted.
+        """
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
+        if ws is not None:
+            self._report.delete.setdefault(key, []).append(worker)
         if ws is not None and ts is not None:
             ws.processing.discard(ts)
         if ts is None:

@@ -18,7 +18,7 @@ def get_runner() -> LoopRunner:
     """The process-wide :class:`~distributed_core.LoopRunner` (started on first use)."""
     global _runner
     with _lock:
-        if _runner is None or _runner._closed:
+        if _runner is None or not _runner.thread.is_alive():
             _runner = LoopRunner(name="distributed-client-loop")
         return _runner
 
