@@ -10,3 +10,6 @@ nitpicky = False
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]
+doctest_global_setup = (
+    "from distributed_core import *\nfrom distributed_core.protocol import Decoder, pack_frames"
+)

@@ -99,9 +99,7 @@ class Center(Server):
         }
         # The center only handles metadata: it refuses pickled payloads even from
         # authenticated peers, so no peer can make it run code.
-        super().__init__(
-            handlers, security=security, name=name, limits=limits, allow_pickle=False
-        )
+        super().__init__(handlers, security=security, name=name, limits=limits, allow_pickle=False)
         #: address -> the comm of that worker's report stream
         self.streams: dict[str, Any] = {}
         # Calls to workers (delete_data) give up after heartbeat_timeout: a

@@ -57,12 +57,11 @@ def main(n_workers: int = 2, ncores: int = 1) -> int:
         try:
             import dask
             import dask.array as da
+            import numpy as np
         except ImportError:
             print("  (dask is not installed: skipping dask.array)")
         else:
             from functools import partial
-
-            import numpy as np
 
             x = da.from_array(np.arange(10_000).reshape((100, 100)), chunks=(25, 25))
             t = time.perf_counter()
