@@ -48,9 +48,9 @@ class LostDataError(KeyError):
 
     def __str__(self) -> str:
         return (
-            f"data for keys {self.keys!r} was lost: every worker holding it died, and it "
-            f"was scattered rather than computed, so it cannot be recomputed "
-            f"(scatter with replicas=2 to keep a second copy)"
+            f"data for keys {self.keys!r} is no longer on the cluster: every worker "
+            f"holding it died, or it was deleted; it was scattered rather than computed, "
+            f"so it cannot be recomputed (scatter with replicas=2 to survive a worker's death)"
         )
 
 
