@@ -18,15 +18,22 @@
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import nox
 import nox.project
+from nox.command import CommandFailed
 from packaging.requirements import Requirement
 from packaging.version import Version
 
@@ -66,7 +73,9 @@ TEST_TOOLS = ["pytest-timeout"]
 PYTEST_TIMEOUT = "180"  # seconds per test; a hung test fails instead of eating the CI budget
 RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with editors
 
-nox.options.sessions = ["lint", "deps", "tests", "integration", "tornado", "lowest", "docs"]
+nox.options.sessions = [
+    "lint", "deps", "tests", "integration", "compat", "tornado", "lowest", "docs",
+]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
 nox.options.default_venv_backend = "virtualenv"
@@ -112,8 +121,8 @@ _build: dict[str, Path] = {}  # "python" -> build env interpreter, "dist" -> out
 _wheel_cache: dict[str, Path] = {}
 
 
-def _wheels(session: nox.Session, shorts: list[str]) -> dict[str, Path]:
-    """Build each package once per nox run: an sdist, then a wheel from that sdist."""
+def _build_env(session: nox.Session) -> None:
+    """Create the build environment once per nox run (see _wheels)."""
     if not _build:
         workdir = Path(tempfile.mkdtemp(prefix="distributed-wheels-"))
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
@@ -137,28 +146,38 @@ def _wheels(session: nox.Session, shorts: list[str]) -> dict[str, Path]:
             external=True,
             silent=True,
         )
-        _build.update(python=python, dist=workdir / "dist")
+        _build.update(python=python, dist=workdir / "dist", workdir=workdir)
+
+
+def _build_wheel(session: nox.Session, dist: str, source: Path, outdir: Path) -> Path:
+    """Build an sdist of the package in `source`, then a wheel from it; return the wheel."""
+    _build_env(session)
+    session.log(f"Building the sdist and wheel of {dist} from {source}")
+    session.run(
+        str(_build["python"]),
+        "-m",
+        "build",
+        "--no-isolation",
+        "--outdir",
+        str(outdir),
+        str(source),
+        external=True,
+        silent=True,
+    )
+    found = sorted(outdir.glob(f"{dist.replace('-', '_')}-*.whl"))
+    if len(found) != 1:
+        session.error(f"expected one wheel of {dist} in {outdir}, found {found}")
+    return found[0]
+
+
+def _wheels(session: nox.Session, shorts: list[str]) -> dict[str, Path]:
+    """Build each package once per nox run: an sdist, then a wheel from that sdist."""
+    _build_env(session)
     for short in shorts:
-        if short in _wheel_cache:
-            continue
-        dist = PACKAGES[short]
-        outdir = _build["dist"] / short
-        session.log(f"Building the sdist and wheel of {dist}")
-        session.run(
-            str(_build["python"]),
-            "-m",
-            "build",
-            "--no-isolation",
-            "--outdir",
-            str(outdir),
-            str(PACKAGES_DIR / dist),
-            external=True,
-            silent=True,
-        )
-        found = sorted(outdir.glob(f"{dist.replace('-', '_')}-*.whl"))
-        if len(found) != 1:
-            session.error(f"expected one wheel of {dist} in {outdir}, found {found}")
-        _wheel_cache[short] = found[0]
+        if short not in _wheel_cache:
+            dist = PACKAGES[short]
+            outdir = _build["dist"] / short
+            _wheel_cache[short] = _build_wheel(session, dist, PACKAGES_DIR / dist, outdir)
     return {short: _wheel_cache[short] for short in shorts}
 
 
@@ -272,19 +291,25 @@ if bad:
 
 
 def _check_imports(
-    session: nox.Session, shorts: list[str], tmp: Path, pins: dict[str, str] | None = None
+    session: nox.Session,
+    shorts: list[str],
+    tmp: Path,
+    pins: dict[str, str] | None = None,
+    venv: Path | None = None,
 ) -> None:
     """Print version and location of each package; fail if any comes from the source tree.
 
     Also fails unless each distribution in `pins` ({name: version}) is installed exactly.
+    `venv` is the environment to check (default: the session's).
     """
     modules = [PACKAGES[short].replace("-", "_") for short in shorts]
-    venv = Path(session.virtualenv.location).resolve()
+    python = "python" if venv is None else str(venv / "bin" / "python")
+    venv = Path(venv or session.virtualenv.location).resolve()
     script = tmp / "check_imports.py"
     script.write_text(_IMPORT_CHECK)
     with session.chdir(tmp):
         pin_args = [f"{d}=={v}" for d, v in (pins or {}).items()]
-        session.run("python", script.name, str(ROOT), str(venv), *modules, *pin_args)
+        session.run(python, script.name, str(ROOT), str(venv), *modules, *pin_args, external=True)
 
 
 def _has_tests(directory: Path) -> bool:
@@ -519,3 +544,324 @@ def docs(session: nox.Session) -> None:
             str(ROOT / "docs"),
             str(out / builder),
         )
+
+
+# --------------------------------------------------------------------------- compat
+
+# Mixed-version clusters (docs/compatibility.md). releases.toml records, per
+# package, version = commit of this repository; the "old" environment holds
+# each package at its latest recorded release not newer than HEAD's version,
+# the session's own ("new") environment holds HEAD's wheels.
+RELEASES_FILE = ROOT / "releases.toml"
+SCENARIOS = INTEGRATION_DIR / "test_scenarios.py"
+COMPAT_KINDS = ("center", "worker", "client")  # node kind -> the package it runs
+COMPAT_WORKERS = 2
+COMPAT_LINE_TIMEOUT = 30.0  # seconds to wait for a process's startup line
+COMPAT_STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+
+
+class _CompatFailure(Exception):
+    """A cluster process did not start or stop as expected (message says why)."""
+
+
+class _CompatProc:
+    """One center or worker CLI process, its stdout read by a thread, stderr kept in a file."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path):
+        self.name = name
+        self.argv = argv
+        self._stderr = tempfile.TemporaryFile()
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=cwd,  # outside the tree: `-m` puts the cwd first on sys.path
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self._stop_requested = False
+        self.lines: list[str] = []
+        self._eof = False
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for raw in self.popen.stdout:
+            with self._cond:
+                self.lines.append(raw.decode(errors="replace").rstrip("\r\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def describe(self) -> str:
+        self._stderr.seek(0)
+        stderr = self._stderr.read().decode(errors="replace").rstrip() or "(nothing)"
+        stdout = "\n".join(self.lines) or "(nothing)"
+        return (
+            f"{self.name} (pid {self.popen.pid}, exit code {self.popen.poll()}):\n"
+            f"  command: {' '.join(self.argv)}\n"
+            f"  --- stdout ---\n{stdout}\n  --- stderr ---\n{stderr}"
+        )
+
+    def wait_line(self, prefix: str) -> str:
+        """The rest of the first stdout line starting with `prefix`."""
+        deadline = time.monotonic() + COMPAT_LINE_TIMEOUT
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if line.startswith(prefix):
+                        return line[len(prefix) :].strip()
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    break
+                self._cond.wait(left)
+        if self._eof:
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        what = "it closed its stdout" if self._eof else f"not within {COMPAT_LINE_TIMEOUT:g}s"
+        raise _CompatFailure(f"{self.name}: no line {prefix!r} ({what})\n{self.describe()}")
+
+    def request_stop(self) -> None:
+        """SIGTERM, once (a second one could interrupt a clean shutdown)."""
+        if self.popen.poll() is None and not self._stop_requested:
+            self._stop_requested = True
+            self.popen.send_signal(signal.SIGTERM)
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after COMPAT_STOP_TIMEOUT; the exit code."""
+        self.request_stop()
+        try:
+            self.popen.wait(COMPAT_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self._reader.join(5)
+        return self.popen.returncode
+
+    def close(self) -> None:
+        self.popen.stdout.close()
+        self._stderr.close()
+
+
+def _head_version(dist: str) -> str:
+    path = PACKAGES_DIR / dist / "src" / dist.replace("-", "_") / "_version.py"
+    found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", path.read_text(), re.M)
+    if not found:
+        raise ValueError(f"{path}: no __version__ = '...' line")
+    return found.group(1)
+
+
+def _previous_release(session: nox.Session, dist: str) -> tuple[str, str]:
+    """(version, commit) of the latest release of `dist` in releases.toml not newer than HEAD."""
+    name = RELEASES_FILE.name
+    if not RELEASES_FILE.exists():
+        session.error(f"{name} does not exist; compat needs the recorded releases")
+    recorded = nox.project.load_toml(RELEASES_FILE).get(dist, {})
+    head = Version(_head_version(dist))
+    older = sorted((Version(v), v, c) for v, c in recorded.items() if Version(v) <= head)
+    if not older:
+        session.error(
+            f"{name} records no release of {dist} at or below its HEAD version {head} "
+            f"(recorded: {sorted(recorded) or 'none'})"
+        )
+    _, version, commit = older[-1]
+    if not re.fullmatch(r"[0-9a-f]{40}", commit):
+        session.error(f"{name}: {dist} {version} = {commit!r} is not a full 40-hex commit id")
+    return version, commit
+
+
+def _git(session: nox.Session, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, check=False)
+    except FileNotFoundError:
+        session.error("compat needs git (to rebuild released versions from the history)")
+
+
+def _release_source(session: nox.Session, dist: str, version: str, commit: str, dest: Path):
+    """packages/<dist> as it was at `commit` (git archive), extracted under `dest`."""
+    if _git(session, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        session.error(
+            f"{RELEASES_FILE.name} records {dist} {version} at commit {commit}, which is not "
+            f"in the git history of {ROOT}. In a shallow clone run `git fetch --unshallow` "
+            f"(CI needs a full clone); otherwise the recorded commit id is wrong."
+        )
+    archive = _git(session, "archive", "--format=tar", commit, f"packages/{dist}")
+    if archive.returncode != 0:
+        session.error(
+            f"git archive {commit} packages/{dist} failed ({dist} {version} in "
+            f"{RELEASES_FILE.name}): {archive.stderr.decode(errors='replace').strip()}"
+        )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # Python < 3.11.4; the archive comes from our own repository
+            tar.extractall(dest)  # noqa: S202
+    return dest / "packages" / dist
+
+
+def _old_env(session: nox.Session, workdir: Path) -> tuple[Path, dict[str, str]]:
+    """A virtualenv with every package at its previous release; (its path, {dist: version})."""
+    _build_env(session)
+    head_requires = {r for s in PACKAGES for r in _pyproject(s)["build-system"]["requires"]}
+    args, versions = [], {}
+    for short, dist in PACKAGES.items():
+        version, commit = _previous_release(session, dist)
+        versions[dist] = version
+        source = _release_source(session, dist, version, commit, workdir / "src" / short)
+        pyproject = nox.project.load_toml(source / "pyproject.toml")
+        requires = set(pyproject["build-system"]["requires"]) - head_requires
+        if requires:  # that release builds with something HEAD no longer needs
+            session.run(
+                str(_build["python"]), "-m", "pip", "install", "-q", *sorted(requires),
+                external=True, silent=True,
+            )  # fmt: skip
+        session.log(f"{dist} {version}: commit {commit} (releases.toml)")
+        wheel = _build_wheel(session, dist, source, workdir / "dist" / short)
+        test_extra = "test" in pyproject["project"].get("optional-dependencies", {})
+        args.append(f"{wheel}[test]" if test_extra else str(wheel))
+    env = workdir / "old-env"
+    interpreter = Path(session.virtualenv.location) / "bin" / "python"
+    session.run(
+        sys.executable, "-m", "virtualenv", "-q", "-p", str(interpreter), str(env),
+        external=True, silent=True,
+    )  # fmt: skip
+    # One pip command, so sibling ranges resolve to these wheels, never to PyPI.
+    session.run(
+        str(env / "bin" / "python"), "-m", "pip", "install", "-q",
+        *args, "pytest", *TEST_TOOLS, external=True, silent=True,
+    )  # fmt: skip
+    return env, versions
+
+
+def _compat_cluster(session: nox.Session, pythons: dict[str, str], cwd: Path) -> list[str]:
+    """A center and workers from their envs, the scenarios from the client's; the problems."""
+    procs: list[_CompatProc] = []
+    problems: list[str] = []
+    scenarios_failed = False
+    try:
+        center = _CompatProc(
+            "center",
+            [pythons["center"], "-m", "distributed_center", "--host", "127.0.0.1", "--port", "0"],
+            cwd,
+        )
+        procs.append(center)
+        address = center.wait_line("Start center at ")
+        workers = [
+            _CompatProc(
+                f"worker-{i}",
+                [
+                    pythons["worker"],
+                    "-m",
+                    "distributed_worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--ncores",
+                    "1",
+                ],
+                cwd,
+            )  # fmt: skip
+            for i in range(COMPAT_WORKERS)
+        ]
+        procs += workers
+        for worker in workers:
+            worker.wait_line("Start worker at ")
+            worker.wait_line("Registered with center at ")
+        session.log(f"cluster up: center {address}, {len(workers)} workers")
+        with session.chdir(cwd):
+            try:
+                session.run(
+                    pythons["client"], "-m", "pytest",
+                    "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
+                    "--import-mode=importlib", "-p", "no:cacheprovider",
+                    f"--timeout={PYTEST_TIMEOUT}", str(SCENARIOS), *session.posargs,
+                    env={"DISTRIBUTED_TEST_CENTER": address}, external=True,
+                )  # fmt: skip
+            except CommandFailed:
+                scenarios_failed = True
+                problems.append("the scenarios failed (pytest output above)")
+    except _CompatFailure as e:
+        problems.append(str(e))
+    finally:
+        # workers first (all signalled at once), then the center
+        for group in ([p for p in procs if p.name != "center"], procs[:1]):
+            for proc in group:
+                proc.request_stop()
+            for proc in group:
+                code = proc.stop()
+                if code != 0 and not any(proc.name in p for p in problems):
+                    problems.append(f"{proc.name} exited with code {code}\n{proc.describe()}")
+        if scenarios_failed:  # what the cluster said meanwhile
+            problems.append(
+                "the cluster's processes:\n" + "\n".join(proc.describe() for proc in procs)
+            )
+        for proc in procs:
+            proc.close()
+    return problems
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def compat(session: nox.Session) -> None:
+    """Mixed clusters: each node kind at HEAD with the others at their previous release,
+    and the reverse, running tests/integration/test_scenarios.py (docs/compatibility.md).
+
+    Arguments after `--` go to pytest.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="distributed-compat-"))
+    try:
+        shorts = _install(session, list(PACKAGES))
+        old_env, old_versions = _old_env(session, workdir)
+        new_versions = {dist: _head_version(dist) for dist in PACKAGES.values()}
+        new_env = Path(session.virtualenv.location)
+        (workdir / "check").mkdir()
+        session.log("new environment (HEAD):")
+        _check_imports(session, shorts, workdir / "check", pins=new_versions)
+        session.log("old environment (previous releases, releases.toml):")
+        _check_imports(session, shorts, workdir / "check", pins=old_versions, venv=old_env)
+        envs = {
+            "new": (str(new_env / "bin" / "python"), new_versions),
+            "old": (str(old_env / "bin" / "python"), old_versions),
+        }
+        combos = [
+            {k: (side if k == kind else other) for k in COMPAT_KINDS}
+            for kind in COMPAT_KINDS
+            for side, other in (("new", "old"), ("old", "new"))
+        ]
+        results = []
+        for i, combo in enumerate(combos, 1):
+            parts = []
+            for kind, side in combo.items():
+                versions = envs[side][1]
+                parts.append(
+                    f"{kind} {side.upper()} ({PACKAGES[kind]} {versions[PACKAGES[kind]]}, "
+                    f"core {versions['distributed-core']})"
+                )
+            label = f"compat {i}/{len(combos)}: " + " + ".join(parts)
+            session.log("=" * 20 + f" {label}")
+            cwd = workdir / f"run-{i}"
+            cwd.mkdir()
+            start = time.monotonic()
+            problems = _compat_cluster(session, {k: envs[s][0] for k, s in combo.items()}, cwd)
+            took = f"in {time.monotonic() - start:.1f}s"
+            if problems:
+                session.warn(f"{label}: FAILED {took}\n" + "\n\n".join(problems))
+            else:
+                session.log(f"{label}: ok {took}")
+            results.append((label, problems))
+        session.log("compat summary:")
+        for label, problems in results:
+            session.log(f"  {'FAIL' if problems else 'ok  '}  {label}")
+        failed = [label for label, problems in results if problems]
+        if failed:
+            session.error(
+                f"{len(failed)} of {len(results)} mixed-version clusters failed:\n  "
+                + "\n  ".join(failed)
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import platform
 import time
 
 import pytest
 
 import distributed_center
+import distributed_core
 from distributed_center import Center
 from distributed_core import (
     PROTOCOL_VERSION,
@@ -35,6 +37,28 @@ async def test_identity_and_ping(running_center):
         await r.register(address=A, keys=["x", "y"])
         ident = await r.identity()
         assert ident["workers"] == 1 and ident["keys"] == 2
+
+
+@gen_test()
+async def test_versions_of_center_and_workers(running_center, fake_worker, wait_until):
+    """The ``versions`` op (0.2.0): the center's versions and each worker's hello."""
+    core = distributed_core.__version__
+    async with running_center() as center, rpc(center.address) as r:
+        assert await r.versions() == {center.address: (await r.identity())["versions"]}
+        w = fake_worker(center.address, A)
+        await w.register(keys=["x"])
+        await r.register(address=B)  # a plain request: the versions of that connection
+        hello = {"distributed_core": core, "protocol": list(PROTOCOL_VERSION)}
+        found = await r.versions()
+        assert set(found) == {center.address, A, B}
+        assert found[center.address]["distributed_center"] == distributed_center.__version__
+        for address in (A, B):
+            assert found[address] == {**hello, "python": platform.python_version()}
+        w.close()  # the stream closes: A is dropped, and so are its versions
+        await wait_until(lambda: A not in center.state.workers_map)
+        await r.unregister(address=B)
+        assert set(await r.versions()) == {center.address}
+        assert center.worker_versions == {}
 
 
 @gen_test()

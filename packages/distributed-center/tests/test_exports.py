@@ -23,7 +23,7 @@ def test_all_names_exist_and_are_documented():
 def test_version():
     from distributed_center._version import __version__
 
-    assert distributed_center.__version__ == __version__ == "0.1.0"
+    assert distributed_center.__version__ == __version__ == "0.2.0"
 
 
 def test_center_imports_only_core_from_this_repo():

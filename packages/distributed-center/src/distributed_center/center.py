@@ -95,6 +95,7 @@ class Center(Server):
             "workers": self.workers,
             "delete_data": self.delete_data,
             "heartbeat": self.heartbeat,
+            "versions": self.versions,
             "terminate": self.terminate,
         }
         # The center only handles metadata: it refuses pickled payloads even from
@@ -102,6 +103,8 @@ class Center(Server):
         super().__init__(handlers, security=security, name=name, limits=limits, allow_pickle=False)
         #: address -> the comm of that worker's report stream
         self.streams: dict[str, Any] = {}
+        #: address -> what the worker's hello said about its versions (``versions`` op)
+        self.worker_versions: dict[str, dict] = {}
         # Calls to workers (delete_data) give up after heartbeat_timeout: a
         # worker that does not answer for that long is about to be dropped.
         self._pool = ConnectionPool(
@@ -205,6 +208,7 @@ class Center(Server):
             len(self.state.has_what_map[address]),
             " with a report stream" if stream else "",
         )
+        self.worker_versions[address] = _hello_versions(comm)
         reply = {"status": "OK", "heartbeat_interval": self.heartbeat_interval}
         if not stream:
             return reply
@@ -261,6 +265,18 @@ class Center(Server):
         if self.state.heartbeat(_normalize(address), metrics):
             return "OK"
         return "unknown-worker"
+
+    def versions(self, comm=None):
+        """``{address: versions}`` of this center and of every registered worker.
+
+        The center's entry is what ``identity`` reports under ``versions``; a
+        worker's is what the hello of its registering connection said:
+        ``{'distributed_core', 'protocol', 'python'}``. Added in 0.2.0.
+        """
+        result = {self.address: versions()}
+        for address in self.state.workers_map:
+            result[address] = dict(self.worker_versions.get(address, {}))
+        return result
 
     def identity(self):
         """``{'type': 'Center', 'address', 'versions', 'workers', 'keys', ...}``.
@@ -357,6 +373,7 @@ class Center(Server):
     def _remove_worker(self, address: str, reason: str, close_stream: bool = True):
         known = address in self.state.workers_map
         lost = self.state.unregister(address)
+        self.worker_versions.pop(address, None)
         if known:
             logger.info(
                 "Removed worker %s (%s); %d keys now have no holder",
@@ -401,6 +418,19 @@ def versions() -> dict:
         "protocol": list(distributed_core.PROTOCOL_VERSION),
         "python": platform.python_version(),
     }
+
+
+def _hello_versions(comm) -> dict:
+    """The versions a peer's hello announced (``Comm.peer_info``); absent ones are left out."""
+    hello = getattr(comm, "peer_info", None) or {}
+    found = {}
+    if hello.get("package") == "distributed-core" and isinstance(hello.get("version"), str):
+        found["distributed_core"] = hello["version"]
+    if isinstance(hello.get("protocol"), list):
+        found["protocol"] = list(hello["protocol"])
+    if isinstance(hello.get("python"), str):
+        found["python"] = hello["python"]
+    return found
 
 
 def _normalize(address):

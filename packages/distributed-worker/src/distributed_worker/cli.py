@@ -155,7 +155,9 @@ async def _run(center, *, host, port, connect_timeout, security, **kwargs) -> No
         stopping.cancel()
         try:
             registering.result()
-        except (CommClosedError, HandshakeError, RegistrationError, OSError) as e:
+        except HandshakeError as e:  # versions or secrets disagree: the center is there
+            raise StartupError(f"cannot register with the center at {center}: {e}") from None
+        except (CommClosedError, RegistrationError, OSError) as e:
             raise StartupError(
                 f"cannot register with the center at {center}: {e}; is dcenter running there?"
             ) from None
