@@ -28,6 +28,7 @@ from distributed_core import (
     Failure,
     HandshakeError,
     normalize_address,
+    rpc,
 )
 
 from ._data import DataMixin, WorkerUnreachable, as_exception
@@ -71,6 +72,7 @@ class Session(DataMixin):
         self.center_pool = ConnectionPool(
             limit=16, security=security, connect_timeout=connect_timeout, name=self.name
         )
+        self._center_rpc = rpc(self.center_address, pool=self.center_pool)
         self.pool = ConnectionPool(
             limit=512, security=security, connect_timeout=worker_connect_timeout, name=self.name
         )
@@ -490,7 +492,7 @@ class Session(DataMixin):
 
     async def refresh_workers(self) -> None:
         """Learn which workers the center knows (new ones join, missing ones are gone)."""
-        ncores = await self._center_call("ncores")
+        ncores = await self._center_rpc.call("ncores")
         if not isinstance(ncores, dict):
             raise TypeError(f"center at {self.center_address} answered ncores with {ncores!r:.100}")
         now = self.loop.time()
@@ -561,26 +563,6 @@ class Session(DataMixin):
 
         await asyncio.wait_for(_wait(), timeout)
 
-    async def _center_call(self, op: str, **kwargs):
-        comm = await self.center_pool.acquire(self.center_address)
-        try:
-            await comm.write({"op": op, "reply": True, **kwargs})
-            response = await comm.read()
-        except BaseException:
-            self.center_pool.discard(comm)
-            raise
-        self.center_pool.release(comm)
-        if type(response) is dict:
-            status = response.get("status")
-            if status == "OK":
-                return response.get("result")
-            if status == "error":
-                Failure.from_reply(response).reraise()
-        return response
-
     async def center_call(self, op: str, **kwargs):
-        """Call an op on the center (retrying once on a stale pooled connection)."""
-        try:
-            return await self._center_call(op, **kwargs)
-        except CommClosedError:
-            return await self._center_call(op, **kwargs)
+        """Call an op on the center (core's rpc retries a stale pooled connection once)."""
+        return await self._center_rpc.call(op, **kwargs)
