@@ -44,16 +44,16 @@ class Center(Server):
 
     Parameters
     ----------
-    security:
+    security
         A :class:`distributed_core.Security` for listening and for talking to
         workers (``delete_data``).
-    heartbeat_interval:
+    heartbeat_interval
         Seconds between the heartbeats workers are asked to send (returned by
         ``register``).
-    heartbeat_timeout:
+    heartbeat_timeout
         A worker from which nothing arrived for this many seconds is dropped,
         with its keys. Must be larger than ``heartbeat_interval``.
-    name, limits:
+    name, limits
         Passed to :class:`distributed_core.Server`.
 
     Examples

@@ -146,7 +146,7 @@ class CenterState:
 
     Parameters
     ----------
-    clock:
+    clock
         A monotonic clock used for liveness (``time.monotonic`` by default);
         tests pass a fake one.
     """

@@ -90,23 +90,30 @@ class LocalCluster:
     ...         print(pool.gather(pool.map(abs, [-1, -2])))
     [1, 2]
 
-    Parameters
-    ----------
-    n_workers: number of worker processes.
-    ncores: threads per worker.
-    host: interface to listen on (default ``127.0.0.1``).
-    heartbeat_interval: seconds between worker heartbeats (the center drops a
-        worker after ``heartbeat_timeout`` silent seconds).
-    timeout: seconds to wait for every process to be up.
-    env: extra environment variables for the processes.
-    security: a ``distributed_core.Security`` for every process: a shared
-        secret (written to a private temporary file for the command lines)
-        and/or TLS files (the cluster then listens on ``tls://``). Pass the
-        same object to the clients.
-
     Attributes: ``center_address``, ``worker_addresses`` (list, in start
     order; a killed worker's entry is removed), ``center_process``,
     ``worker_processes`` (``subprocess.Popen``).
+
+    Parameters
+    ----------
+    n_workers
+        number of worker processes.
+    ncores
+        threads per worker.
+    host
+        interface to listen on (default ``127.0.0.1``).
+    heartbeat_interval
+        seconds between worker heartbeats (the center drops a
+        worker after ``heartbeat_timeout`` silent seconds).
+    timeout
+        seconds to wait for every process to be up.
+    env
+        extra environment variables for the processes.
+    security
+        a ``distributed_core.Security`` for every process: a shared
+        secret (written to a private temporary file for the command lines)
+        and/or TLS files (the cluster then listens on ``tls://``). Pass the
+        same object to the clients.
     """
 
     def __init__(

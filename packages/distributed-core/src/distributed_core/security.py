@@ -13,25 +13,25 @@ __all__ = ["Security"]
 class Security:
     """How a node proves who it is and protects its connections.
 
+    Cluster certificates are usually issued for IP addresses or internal
+    names, so host names are not checked; the CA signature is.
+
     Parameters
     ----------
-    secret:
+    secret
         A shared secret (str or bytes). Both ends of every connection prove
         they know it without sending it (HMAC over fresh nonces), and only
         peers that did may send pickled payloads.
-    tls_cert, tls_key:
+    tls_cert, tls_key
         PEM certificate and private key files. Required to listen on
         ``tls://``; on the connecting side they are the client certificate
         for mutual TLS.
-    tls_ca_file:
+    tls_ca_file
         PEM file of the CA(s) that signed the peers' certificates. Without it
         a connecting side trusts the system's default CAs.
-    require_client_cert:
+    require_client_cert
         A listening side refuses TLS peers without a certificate signed by
         ``tls_ca_file`` (mutual TLS).
-
-    Cluster certificates are usually issued for IP addresses or internal
-    names, so host names are not checked; the CA signature is.
     """
 
     def __init__(

@@ -61,12 +61,18 @@ class Server:
 
     Parameters
     ----------
-    handlers: dict mapping op names to callables ``handler(comm, **kwargs)``.
-    security: :class:`Security`; with a secret, unauthenticated peers are refused.
-    name: shown in logs and in ``identity``.
-    limits: :class:`Limits` on what one message may make us allocate.
-    handshake_timeout: seconds a new connection has to complete its hello.
-    allow_pickle: accept pickled values from authenticated peers (default).
+    handlers
+        dict mapping op names to callables ``handler(comm, **kwargs)``.
+    security
+        :class:`Security`; with a secret, unauthenticated peers are refused.
+    name
+        shown in logs and in ``identity``.
+    limits
+        :class:`Limits` on what one message may make us allocate.
+    handshake_timeout
+        seconds a new connection has to complete its hello.
+    allow_pickle
+        accept pickled values from authenticated peers (default).
         ``False`` for servers that never need user objects.
     """
 

@@ -40,11 +40,15 @@ async def fetch_from_peers(
 
     Parameters
     ----------
-    who_has: ``{key: [addresses]}`` hint (may be partial or stale).
-    ask_center: ``await ask_center(keys) -> {key: [addresses]}``.
-    get_data: ``await get_data(address, keys) -> {key: value}``; may leave
+    who_has
+        ``{key: [addresses]}`` hint (may be partial or stale).
+    ask_center
+        ``await ask_center(keys) -> {key: [addresses]}``.
+    get_data
+        ``await get_data(address, keys) -> {key: value}``; may leave
         out keys the peer does not hold; any exception marks the peer failed.
-    self_address: our own address, never fetched from.
+    self_address
+        our own address, never fetched from.
     """
     pending = list(dict.fromkeys(keys))
     candidates = {k: _clean(who_has.get(k) if who_has else None, self_address) for k in pending}

@@ -41,18 +41,27 @@ class CenterStream:
 
     Parameters
     ----------
-    center: the Center's address.
-    info: returns the registration fields that are not keys
+    center
+        the Center's address.
+    info
+        returns the registration fields that are not keys
         (``address``, ``ncores``, ``name``).
-    snapshot: returns ``(keys, {key: nbytes})`` of everything held now.
-    metrics: returns the fields sent with each heartbeat.
-    security: a `distributed_core.Security`, or None.
-    heartbeat_interval: seconds between heartbeats; None uses the interval
+    snapshot
+        returns ``(keys, {key: nbytes})`` of everything held now.
+    metrics
+        returns the fields sent with each heartbeat.
+    security
+        a `distributed_core.Security`, or None.
+    heartbeat_interval
+        seconds between heartbeats; None uses the interval
         the Center asks for; a value larger than the Center's is lowered to it.
-    batch_interval, batch_size: flush pending reports after this many seconds,
+    batch_interval, batch_size
+        flush pending reports after this many seconds,
         or as soon as this many keys are pending.
-    connect_timeout: how long one connection attempt may take.
-    backoff: (first, largest) delay between reconnection attempts, seconds.
+    connect_timeout
+        how long one connection attempt may take.
+    backoff
+        (first, largest) delay between reconnection attempts, seconds.
     """
 
     def __init__(

@@ -65,20 +65,29 @@ class Worker(Server):
 
     Parameters
     ----------
-    center: the Center's address (``'tcp://host:port'``, ``'host:port'``).
-    ncores: threads that run computations (default: the number of CPUs).
-    name: a name shown by the Center (default: none).
-    security: a `distributed_core.Security` used for listening, for the
+    center
+        the Center's address (``'tcp://host:port'``, ``'host:port'``).
+    ncores
+        threads that run computations (default: the number of CPUs).
+    name
+        a name shown by the Center (default: none).
+    security
+        a `distributed_core.Security` used for listening, for the
         Center and for peers.
-    heartbeat_interval: seconds between heartbeats (default: what the Center
+    heartbeat_interval
+        seconds between heartbeats (default: what the Center
         asks for; never more than that).
-    connect_timeout: how long reaching the Center may take at start-up.
-    peer_connect_timeout: how long connecting to a peer may take before the
+    connect_timeout
+        how long reaching the Center may take at start-up.
+    peer_connect_timeout
+        how long connecting to a peer may take before the
         next holder of a key is tried (refused connections are retried until
         then, so this bounds the cost of a dead holder in a ``who_has`` hint).
-    batch_interval, batch_size: add/remove reports are sent this many seconds
+    batch_interval, batch_size
+        add/remove reports are sent this many seconds
         after a change, or as soon as this many keys are pending.
-    limits: `distributed_core.Limits` on incoming messages.
+    limits
+        `distributed_core.Limits` on incoming messages.
     """
 
     def __init__(
