@@ -137,8 +137,12 @@ def test_heartbeat_options_are_used():
         assert ident["heartbeat_interval"] == 0.1
         assert ident["heartbeat_timeout"] == 0.5
         call(address, "register", address="tcp://127.0.0.1:1", keys=["x"])
-        time.sleep(1.0)
-        assert call(address, "who_has", keys=["x"]) == {"x": []}
+        # dropped soon after the 0.5 s timeout: well before the 5 s default,
+        # so a center that ignored --heartbeat-timeout fails here
+        deadline = time.monotonic() + 2.5
+        while call(address, "who_has", keys=["x"]) != {"x": []}:
+            assert time.monotonic() < deadline, "worker not dropped after the heartbeat timeout"
+            time.sleep(0.05)
     finally:
         stop(proc)
 
