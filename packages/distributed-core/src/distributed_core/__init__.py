@@ -29,6 +29,7 @@ from .security import Security
 from .serialize import dumps, loads
 from .server import Server
 from .sync import LoopRunner, sync
+from .timeouts import Timeouts
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -50,6 +51,7 @@ __all__ = [
     "RemoteTraceback",
     "Security",
     "Server",
+    "Timeouts",
     "__version__",
     "connect",
     "dumps",
