@@ -29,6 +29,7 @@ EXPECTED = {
     "RemoteTraceback",
     "Security",
     "Server",
+    "Timeouts",
     "__version__",
     "connect",
     "dumps",
