@@ -10,6 +10,23 @@ provide is reported missing.
 The Center learns about new keys a few milliseconds late (reports are
 batched), so a key the Center lists nowhere is asked for again a few times
 over ``missing_retry_delays`` before it is called missing.
+
+Bounds (issue 8: a holder whose host vanished sends nothing, not even a
+FIN). This module is the retry policy only; each wait is bounded by the
+functions passed in (the `Worker` bounds ``get_data`` by ``fetch_timeout``
+and the Center's ``who_has`` by ``connect_timeout``). Given that, a fetch
+ends in bounded time: a holder that raised (timed out, refused, errored) is
+never asked again within the same fetch, whatever the key; each key is asked
+of each distinct holder at most once; the Center is asked at most
+``1 + len(missing_retry_delays)`` times, and once it fails it is not asked
+again (the keys nobody else has are then missing). With one vanished holder
+in the hint, the cost is one ``get_data`` bound plus a few quick Center
+calls.
+
+.. versionchanged:: 0.1.1
+   A failed ``who_has`` call to the Center reports the keys missing instead
+   of failing the compute; `FetchTimeoutError` names a holder that did not
+   answer in time.
 """
 
 from __future__ import annotations
@@ -20,11 +37,33 @@ import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-__all__ = ["fetch_from_peers"]
+__all__ = ["FetchTimeoutError", "fetch_from_peers"]
 
 logger = logging.getLogger("distributed_worker.fetch")
 
 MISSING_RETRY_DELAYS = (0.01, 0.05, 0.15)
+
+
+class FetchTimeoutError(asyncio.TimeoutError):
+    """A holder did not answer ``get_data`` within the worker's ``fetch_timeout``.
+
+    The holder counts as failed for the rest of that fetch: its keys are
+    asked of other holders, then of the Center. A subclass of
+    `asyncio.TimeoutError` (the builtin `TimeoutError` from Python 3.11).
+
+    .. versionadded:: 0.1.1
+    """
+
+    def __init__(self, address: str, keys, timeout: float):
+        keys = list(keys)
+        shown = ", ".join(map(repr, keys[:5])) + (", ..." if len(keys) > 5 else "")
+        super().__init__(
+            f"{address} sent no reply to get_data for {len(keys)} key(s) ({shown}) within "
+            f"fetch_timeout={timeout}s; it counts as failed for this fetch"
+        )
+        self.address = address
+        self.keys = keys
+        self.timeout = timeout
 
 
 async def fetch_from_peers(
@@ -35,6 +74,7 @@ async def fetch_from_peers(
     get_data: Callable[[str, list], Awaitable[Mapping]],
     self_address: str | None = None,
     missing_retry_delays: tuple[float, ...] = MISSING_RETRY_DELAYS,
+    sleep: Callable[[float], Awaitable] = asyncio.sleep,
 ) -> tuple[dict, list]:
     """Fetch `keys` from peers; return ``(data, missing_keys)``.
 
@@ -43,18 +83,28 @@ async def fetch_from_peers(
     who_has
         ``{key: [addresses]}`` hint (may be partial or stale).
     ask_center
-        ``await ask_center(keys) -> {key: [addresses]}``.
+        ``await ask_center(keys) -> {key: [addresses]}``; must be bounded
+        in time. Any exception (or an answer that is not a mapping) marks the
+        Center failed for this fetch: it is not asked again, and keys with no
+        other holder are reported missing.
     get_data
         ``await get_data(address, keys) -> {key: value}``; may leave
-        out keys the peer does not hold; any exception marks the peer failed.
+        out keys the peer does not hold; must be bounded in time (raise, for
+        example `FetchTimeoutError`, when the peer is silent). Any exception
+        marks the peer failed: it is not asked again within this fetch.
     self_address
         our own address, never fetched from.
+    missing_retry_delays
+        pauses before asking the Center again about keys it listed nowhere.
+    sleep
+        ``await sleep(seconds)``, for those pauses (injected in tests).
     """
     pending = list(dict.fromkeys(keys))
     candidates = {k: _clean(who_has.get(k) if who_has else None, self_address) for k in pending}
     tried: dict = defaultdict(set)  # key -> addresses asked for it
     failed: set = set()  # peers that failed this fetch: not asked again
     asks: dict = defaultdict(int)  # key -> times the Center was asked
+    center_failed = False  # the Center's who_has failed: do not ask again
     delays = list(missing_retry_delays)
     data: dict = {}
     missing: list = []
@@ -71,7 +121,9 @@ async def fetch_from_peers(
             else:
                 orphans.append(key)
 
-        if orphans:
+        if orphans and center_failed:
+            missing.extend(orphans)
+        elif orphans:
             ask = [k for k in orphans if asks[k] == 0]
             again = [k for k in orphans if asks[k] > 0]
             if again:
@@ -80,14 +132,30 @@ async def fetch_from_peers(
                 elif not plan and not ask:
                     # The Center may not have heard of the key yet: its
                     # holder's report can be a few milliseconds behind.
-                    await asyncio.sleep(delays.pop(0))
+                    await sleep(delays.pop(0))
                     ask = again
                 # else: ask again in a later round, after this one's fetches
             if ask:
-                answer = await ask_center(ask)
-                for key in ask:
-                    asks[key] += 1
-                    candidates[key] = _clean(answer.get(key), self_address)
+                try:
+                    answer = await ask_center(ask)
+                    if not isinstance(answer, Mapping):
+                        raise TypeError(f"who_has returned {type(answer).__name__}, not a dict")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    logger.warning(
+                        "asking the center who has %d keys failed; keys no other holder "
+                        "has are reported missing: %s: %s",
+                        len(ask),
+                        type(e).__name__,
+                        e,
+                    )
+                    center_failed = True
+                    missing.extend(ask)
+                else:
+                    for key in ask:
+                        asks[key] += 1
+                        candidates[key] = _clean(answer.get(key), self_address)
 
         if plan:
             addresses = list(plan)

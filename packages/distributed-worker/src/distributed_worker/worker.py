@@ -43,7 +43,7 @@ from distributed_core import (
 )
 
 from ._version import __version__
-from .fetch import fetch_from_peers
+from .fetch import FetchTimeoutError, fetch_from_peers
 from .store import DataStore, check_key, check_keys
 from .stream import CenterStream
 from .substitute import substitute
@@ -52,7 +52,10 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("distributed_worker.worker")
 
-_MISSING = object()
+DEFAULT_TIMEOUTS = distributed_core.Timeouts()
+
+_MISSING = object()  # a shared fetch ended without the key (cancelled or failed): retry
+_LOST = object()  # a shared fetch ended with the key missing: nobody could provide it
 
 
 class Worker(Server):
@@ -78,11 +81,25 @@ class Worker(Server):
         seconds between heartbeats (default: what the Center
         asks for; never more than that).
     connect_timeout
-        how long reaching the Center may take at start-up.
+        how long reaching the Center may take at start-up; also
+        the bound on each ``who_has`` call to the Center during a fetch
+        (connecting included) and on `update_data`'s wait for the Center's
+        acknowledgement.
     peer_connect_timeout
         how long connecting to a peer may take before the
         next holder of a key is tried (refused connections are retried until
-        then, so this bounds the cost of a dead holder in a ``who_has`` hint).
+        then, so this bounds the cost of a dead holder in a ``who_has`` hint;
+        a holder that accepts the connection but never answers the hello
+        fails after it too).
+    fetch_timeout
+        seconds a holder may take to answer ``get_data`` (default
+        ``distributed_core.Timeouts().fetch_timeout``, 10 s); after it the
+        holder counts as failed for that fetch and other holders, then the
+        Center, are asked (issue 8: a holder whose host vanished sends
+        nothing). A key nobody can provide makes `compute` reply
+        ``missing-data``.
+
+        .. versionadded:: 0.1.1
     batch_interval, batch_size
         add/remove reports are sent this many seconds
         after a change, or as soon as this many keys are pending.
@@ -100,6 +117,7 @@ class Worker(Server):
         heartbeat_interval: float | None = None,
         connect_timeout: float = 10.0,
         peer_connect_timeout: float = 3.0,
+        fetch_timeout: float = DEFAULT_TIMEOUTS.fetch_timeout,
         batch_interval: float = 0.005,
         batch_size: int = 1000,
         limits=None,
@@ -140,6 +158,11 @@ class Worker(Server):
             batch_size=batch_size,
             connect_timeout=connect_timeout,
         )
+        if not isinstance(fetch_timeout, (int, float)) or not fetch_timeout > 0:
+            raise ValueError(
+                f"fetch_timeout must be a positive number of seconds, got {fetch_timeout!r}"
+            )
+        self.fetch_timeout = fetch_timeout
         self._fetching: dict = {}  # key -> future of a fetch in progress
         self._process = psutil.Process()
         self._closed = asyncio.Event()
@@ -220,6 +243,20 @@ class Worker(Server):
 
         The result is stored under `key` and reported to the Center; the
         reply carries its size and type, never the value.
+
+        Needed keys not held here are fetched from peers (the `who_has` hint,
+        then the Center). Every wait in that fetch is bounded: each holder by
+        ``peer_connect_timeout`` to connect and ``fetch_timeout`` to answer,
+        the Center by ``connect_timeout``; a holder that fails is not asked
+        again in the same fetch. Keys nobody could provide give
+        ``{'status': 'missing-data', 'key': key, 'keys': [...]}``. With one
+        vanished holder in the hint that reply comes after about
+        ``fetch_timeout`` (``peer_connect_timeout`` if it had no open
+        connection to it), never a hang.
+
+        .. versionchanged:: 0.1.1
+           Peer fetches are bounded by ``fetch_timeout``; a failing Center
+           ``who_has`` gives ``missing-data`` instead of an error.
         """
         if not callable(function):
             raise TypeError(
@@ -340,7 +377,15 @@ class Worker(Server):
     # -- helpers -----------------------------------------------------------------------
 
     async def _fetch(self, keys: list, who_has) -> tuple[dict, list]:
-        """Fetch `keys` from peers, sharing fetches already in flight."""
+        """Fetch `keys` from peers, sharing fetches already in flight.
+
+        A key another compute is already fetching is not fetched twice: this
+        one waits for that fetch, which is bounded like any fetch (and
+        started earlier, so it ends sooner than a new one would). If it ends
+        with the key missing, the key is missing here too (no second round
+        against the same silent holders); only if it was cancelled or failed
+        does this compute fetch the key itself.
+        """
         loop = asyncio.get_running_loop()
         ours = [k for k in keys if k not in self._fetching]
         theirs = {k: self._fetching[k] for k in keys if k in self._fetching}
@@ -358,15 +403,18 @@ class Worker(Server):
                     self_address=self.address,
                 )
         finally:
+            gone = set(lost)
             for k, fut in futures.items():
                 if self._fetching.get(k) is fut:
                     del self._fetching[k]
                 if not fut.done():
-                    fut.set_result(data.get(k, _MISSING))
+                    fut.set_result(data[k] if k in data else _LOST if k in gone else _MISSING)
         for k, fut in theirs.items():
             value = await asyncio.shield(fut)
-            if value is _MISSING:
-                # the other fetch did not get it (or was cancelled): try ourselves
+            if value is _LOST:
+                lost.append(k)
+            elif value is _MISSING:
+                # the other fetch was cancelled or failed: try ourselves
                 more, more_lost = await self._fetch([k], who_has)
                 data.update(more)
                 lost.extend(more_lost)
@@ -375,30 +423,77 @@ class Worker(Server):
         return data, lost
 
     async def _ask_center(self, keys: list) -> dict:
-        return await self.center_rpc.who_has(keys=keys)
+        """The Center's ``who_has`` for `keys`, bounded by ``connect_timeout``.
+
+        The Center may be the one that vanished: the call (connecting
+        included) fails with `asyncio.TimeoutError` after ``connect_timeout``
+        seconds and its connection is discarded; `fetch_from_peers` then
+        reports the keys no other holder has as missing.
+        """
+        try:
+            return await asyncio.wait_for(
+                self.center_rpc.who_has(keys=keys), timeout=self.connect_timeout
+            )
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(
+                f"the center at {self.center} did not answer who_has within "
+                f"connect_timeout={self.connect_timeout}s"
+            ) from None
 
     async def _get_from_peer(self, address: str, keys: list) -> dict:
-        result = await rpc(address, pool=self.pool).get_data(keys=keys, allow_missing=True)
+        """``get_data`` from the holder at `address`, bounded in time.
+
+        Connecting is bounded by ``peer_connect_timeout`` (the pool's), the
+        reply by ``fetch_timeout``: after it the connection is discarded and
+        `FetchTimeoutError` is raised (the holder counts as failed).
+        """
+        # Today rpc's ``timeout`` bounds the whole call, so a transfer that
+        # takes longer than fetch_timeout fails too. When rpc gains a bound on
+        # silence (idle_timeout), use it here instead: one line, the rpc(...).
+        peer = rpc(address, pool=self.pool, timeout=self.fetch_timeout)
+        try:
+            result = await peer.get_data(keys=keys, allow_missing=True)
+        except asyncio.TimeoutError:
+            raise FetchTimeoutError(address, keys, self.fetch_timeout) from None
         if not isinstance(result, dict):
             raise TypeError(f"get_data from {address} returned {type(result).__name__}")
         return result
 
     async def _confirm(self, nbytes: dict) -> None:
-        """Return once the Center lists the keys of `nbytes` for this worker."""
+        """Return once the Center lists the keys of `nbytes` for this worker.
+
+        Bounded by ``connect_timeout`` in all: flushing the report stream, the
+        ``add_keys`` call and the wait for a re-registration each get what is
+        left of it (a Center that stopped answering does not hold the caller
+        longer); then `TimeoutError` says the data is stored but unconfirmed.
+        """
         self.stream.add(nbytes)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         while True:
             seen = self.stream.registrations
             if self.stream.comm is not None:
-                await self.stream.flush()
+                reply = None
                 try:
-                    reply = await self.center_rpc.add_keys(
-                        address=self.address, keys=list(nbytes), nbytes=nbytes
+                    # shielded: a timed-out flush keeps writing in the background
+                    # rather than leaving a report half-written on the stream
+                    await asyncio.wait_for(
+                        asyncio.shield(self.stream.flush()), max(deadline - loop.time(), 0)
+                    )
+                    reply = await asyncio.wait_for(
+                        self.center_rpc.add_keys(
+                            address=self.address, keys=list(nbytes), nbytes=nbytes
+                        ),
+                        max(deadline - loop.time(), 0),
+                    )
+                except asyncio.TimeoutError:
+                    logger.info(
+                        "add_keys to %s got no reply within connect_timeout=%ss",
+                        self.center,
+                        self.connect_timeout,
                     )
                 except Exception as e:  # center gone or does not know us (yet)
                     logger.info("add_keys to %s failed: %s", self.center, e)
-                    reply = None
                 if reply == "OK":
                     return
             left = deadline - loop.time()
