@@ -168,24 +168,63 @@ def test_holder_without_the_key_is_not_failed_for_other_keys():
     assert (data, missing) == ({"x": 1, "y": 2}, [])
 
 
-def test_cancellation_propagates():
+def test_on_fetched_reports_a_key_before_a_slow_holder_answers():
     async def main():
-        started = asyncio.Event()
+        release = asyncio.Event()
+        seen = []
+
+        async def get_data(address, keys):
+            if address == "A":  # silent until x has been reported
+                await release.wait()
+                raise FetchTimeoutError(address, keys, T)
+            return {"x": 1}
+
+        async def center(keys):
+            return {}
+
+        def on_fetched(key, value):
+            seen.append((key, value))
+            release.set()
+
+        return await asyncio.wait_for(
+            fetch_from_peers(
+                ["x", "y"],
+                {"x": ["B"], "y": ["A"]},
+                ask_center=center,
+                get_data=get_data,
+                on_fetched=on_fetched,
+                sleep=FakeCluster({}).sleep,
+            ),
+            10,
+        ), seen
+
+    (data, missing), seen = run(main())
+    assert (data, missing, seen) == ({"x": 1}, ["y"], [("x", 1)])
+
+
+def test_cancelled_fetch_cancels_its_calls():
+    async def main():
+        started, cancelled = asyncio.Event(), []
 
         async def hang(address, keys):
             started.set()
-            await asyncio.Event().wait()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(address)
+                raise
 
         async def center(keys):
             return {}
 
         task = asyncio.ensure_future(
-            fetch_from_peers(["x"], {"x": ["A"]}, ask_center=center, get_data=hang)
+            fetch_from_peers(["x", "y"], {"x": ["A"], "y": ["B"]}, ask_center=center, get_data=hang)
         )
         await started.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert sorted(cancelled) == ["A", "B"]
 
     run(main())
 
@@ -211,7 +250,8 @@ def test_fetch_timeout_argument_checks():
 
 
 class Silent:
-    """A server that completes the handshake, then never answers `ops`."""
+    """A server that completes the handshake, then does not answer `ops` until
+    ``release`` is set (then answers ``{}``: it holds nothing)."""
 
     def __init__(self, *ops):
         self.calls: dict = {op: 0 for op in ops}
@@ -234,6 +274,20 @@ class Silent:
     async def __aexit__(self, *exc):
         self.release.set()
         await self.server.close()
+
+
+class Holder(Silent):
+    """A server whose ``get_data`` answers at once from `data`."""
+
+    def __init__(self, data):
+        self.calls = {"get_data": 0}
+        self.release = asyncio.Event()
+
+        def get_data(comm, keys=(), allow_missing=False):
+            self.calls["get_data"] += 1
+            return {k: data[k] for k in keys if k in data}
+
+        self.server = Server({"get_data": get_data}, name="holder")
 
 
 @contextlib.asynccontextmanager
@@ -312,3 +366,31 @@ async def test_who_has_to_a_silent_center_is_bounded_by_connect_timeout():
             assert center.calls["who_has"] == 2
         finally:
             await w.close(unregister=False)
+
+
+@gen_test()
+async def test_compute_sharing_a_key_does_not_wait_for_the_other_computes_slow_keys():
+    async with (
+        Silent("get_data") as slow,
+        Holder({"x": "abc"}) as good,
+        center_and_worker(fetch_timeout=60) as (_, w),
+        rpc(w.address) as rw,
+    ):
+        # the first compute needs x (from a holder that answers) and y (from
+        # one that does not answer until released)
+        first = asyncio.ensure_future(
+            rw.compute(
+                function=len, key="a", args=(["x", "y"],), needed=["x", "y"],
+                who_has={"x": [good.address], "y": [slow.address]},
+            )
+        )  # fmt: skip
+        while not slow.calls["get_data"]:
+            await asyncio.sleep(0.01)
+        # the second needs only x, which the first fetch already has: it does
+        # not wait for y's holder
+        reply = await rw.compute(function=len, key="b", args=("x",), needed=["x"])
+        assert reply["status"] == "OK", reply
+        assert not first.done()
+        assert good.calls["get_data"] == 1  # x was fetched once, shared
+        slow.release.set()  # y's holder answers: it does not have y
+        assert await first == {"status": "missing-data", "key": "a", "keys": ["y"]}

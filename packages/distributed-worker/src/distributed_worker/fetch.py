@@ -75,6 +75,7 @@ async def fetch_from_peers(
     self_address: str | None = None,
     missing_retry_delays: tuple[float, ...] = MISSING_RETRY_DELAYS,
     sleep: Callable[[float], Awaitable] = asyncio.sleep,
+    on_fetched: Callable[[object, object], None] | None = None,
 ) -> tuple[dict, list]:
     """Fetch `keys` from peers; return ``(data, missing_keys)``.
 
@@ -98,6 +99,10 @@ async def fetch_from_peers(
         pauses before asking the Center again about keys it listed nowhere.
     sleep
         ``await sleep(seconds)``, for those pauses (injected in tests).
+    on_fetched
+        ``on_fetched(key, value)`` is called as soon as a key arrives
+        (before slower holders in the same round have answered), so others
+        waiting for that key need not wait for the whole fetch.
     """
     pending = list(dict.fromkeys(keys))
     candidates = {k: _clean(who_has.get(k) if who_has else None, self_address) for k in pending}
@@ -158,26 +163,39 @@ async def fetch_from_peers(
                         candidates[key] = _clean(answer.get(key), self_address)
 
         if plan:
-            addresses = list(plan)
-            results = await asyncio.gather(
-                *(get_data(a, plan[a]) for a in addresses), return_exceptions=True
-            )
-            for address, result in zip(addresses, results):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
-                if isinstance(result, BaseException):
-                    logger.warning(
-                        "fetching %d keys from %s failed, trying other holders: %s: %s",
-                        len(plan[address]),
-                        address,
-                        type(result).__name__,
-                        result,
-                    )
-                    failed.add(address)
-                    continue
-                for key in plan[address]:
-                    if key in result:
-                        data[key] = result[key]
+            # holders in parallel; each answer is used as soon as it arrives
+            tasks = {asyncio.ensure_future(get_data(a, plan[a])): a for a in plan}
+            try:
+                waiting = set(tasks)
+                while waiting:
+                    done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        address = tasks[task]
+                        if task.cancelled():
+                            raise asyncio.CancelledError(f"get_data from {address} was cancelled")
+                        error = task.exception()
+                        if error is not None:
+                            logger.warning(
+                                "fetching %d keys from %s failed, trying other holders: %s: %s",
+                                len(plan[address]),
+                                address,
+                                type(error).__name__,
+                                error,
+                            )
+                            failed.add(address)
+                            continue
+                        result = task.result()
+                        for key in plan[address]:
+                            if key in result:
+                                data[key] = result[key]
+                                if on_fetched is not None:
+                                    on_fetched(key, result[key])
+            finally:
+                unfinished = [t for t in tasks if not t.done()]
+                for task in unfinished:
+                    task.cancel()
+                if unfinished:
+                    await asyncio.gather(*unfinished, return_exceptions=True)
 
         gone = set(missing)
         pending = [k for k in pending if k not in data and k not in gone]

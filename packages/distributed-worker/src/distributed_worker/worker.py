@@ -380,11 +380,12 @@ class Worker(Server):
         """Fetch `keys` from peers, sharing fetches already in flight.
 
         A key another compute is already fetching is not fetched twice: this
-        one waits for that fetch, which is bounded like any fetch (and
-        started earlier, so it ends sooner than a new one would). If it ends
-        with the key missing, the key is missing here too (no second round
-        against the same silent holders); only if it was cancelled or failed
-        does this compute fetch the key itself.
+        one waits for that key, which arrives as soon as its holder answers
+        (not when the whole other fetch ends), or when that fetch ends; it is
+        bounded like any fetch (and started earlier, so it ends sooner than a
+        new one would). If it ends with the key missing, the key is missing
+        here too (no second round against the same silent holders); only if
+        it was cancelled or failed does this compute fetch the key itself.
         """
         loop = asyncio.get_running_loop()
         ours = [k for k in keys if k not in self._fetching]
@@ -401,14 +402,14 @@ class Worker(Server):
                     ask_center=self._ask_center,
                     get_data=self._get_from_peer,
                     self_address=self.address,
+                    on_fetched=lambda k, v: _resolve(futures[k], v),
                 )
         finally:
             gone = set(lost)
             for k, fut in futures.items():
                 if self._fetching.get(k) is fut:
                     del self._fetching[k]
-                if not fut.done():
-                    fut.set_result(data[k] if k in data else _LOST if k in gone else _MISSING)
+                _resolve(fut, data[k] if k in data else _LOST if k in gone else _MISSING)
         for k, fut in theirs.items():
             value = await asyncio.shield(fut)
             if value is _LOST:
@@ -522,6 +523,11 @@ class Worker(Server):
             "nbytes": self.store.total_nbytes,
             "memory": self._memory(),
         }
+
+
+def _resolve(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
 
 
 def _run(function, args, kwargs, key):
