@@ -17,6 +17,8 @@ import signal
 import sys
 import time
 
+import pytest
+
 FETCH_TIMEOUT = 2.0
 PEER_CONNECT_TIMEOUT = 1.0
 CONNECT_TIMEOUT = 2.0
@@ -56,7 +58,7 @@ def start_worker(procs, proc_type, center, name):
     return proc
 
 
-def start(procs, spawn_center, names):
+def start_cluster(procs, spawn_center, names):
     # the Center keeps listing the stopped holder for the whole test, as it
     # would before its heartbeat timeout: its who_has still names A
     center = spawn_center(heartbeat_timeout=120.0)
@@ -70,7 +72,7 @@ def timed(client, address, **kwargs):
 
 
 def test_sigstopped_holder_gives_missing_data_within_fetch_timeout(procs, spawn_center, client):
-    center, (a, b) = start(procs, spawn_center, ["a", "b"])
+    center, (a, b) = start_cluster(procs, spawn_center, ["a", "b"])
     client.call(a.address, "update_data", data={"x": list(range(10))})
     # b fetches x from a once, so b keeps an open connection to a
     reply, _ = timed(client, b.address, function=len, key="n0", args=("x",), needed=["x"],
@@ -109,6 +111,14 @@ def test_sigstopped_holder_gives_missing_data_within_fetch_timeout(procs, spawn_
             assert elapsed < CONNECT_TIMEOUT + MARGIN
             print(f"SIGSTOPped center (no hint): missing-data after {elapsed:.2f}s "
                   f"(connect_timeout={CONNECT_TIMEOUT})", file=sys.stderr)  # fmt: skip
+            # and update_data's wait for the center's acknowledgement is bounded too
+            start = time.monotonic()
+            with pytest.raises(TimeoutError, match="did not acknowledge"):
+                client.call(b.address, "update_data", data={"z": 1}, timeout=CONNECT_TIMEOUT + 30)
+            elapsed = time.monotonic() - start
+            assert elapsed < CONNECT_TIMEOUT + MARGIN
+            print(f"SIGSTOPped center: update_data(report=True) failed after {elapsed:.2f}s "
+                  f"(connect_timeout={CONNECT_TIMEOUT})", file=sys.stderr)  # fmt: skip
         finally:
             center.signal(signal.SIGCONT)
     finally:
@@ -117,7 +127,7 @@ def test_sigstopped_holder_gives_missing_data_within_fetch_timeout(procs, spawn_
 
 
 def test_sigstopped_holder_fails_over_to_another_holder(procs, spawn_center, client):
-    center, (a, b, c) = start(procs, spawn_center, ["a", "b", "c"])
+    center, (a, b, c) = start_cluster(procs, spawn_center, ["a", "b", "c"])
     x = list(range(7))
     client.call(a.address, "update_data", data={"x": x})
     client.call(c.address, "update_data", data={"x": x})

@@ -450,12 +450,14 @@ class Worker(Server):
         """
         # Today rpc's ``timeout`` bounds the whole call, so a transfer that
         # takes longer than fetch_timeout fails too. When rpc gains a bound on
-        # silence (idle_timeout), use it here instead: one line, the rpc(...).
+        # silence (``idle_timeout``, raising core's CommTimeoutError, a
+        # TimeoutError), pass ``idle_timeout=`` instead of ``timeout=`` in this
+        # one line; the except clause below already catches both.
         peer = rpc(address, pool=self.pool, timeout=self.fetch_timeout)
         try:
             result = await peer.get_data(keys=keys, allow_missing=True)
-        except asyncio.TimeoutError:
-            raise FetchTimeoutError(address, keys, self.fetch_timeout) from None
+        except (asyncio.TimeoutError, TimeoutError) as e:
+            raise FetchTimeoutError(address, keys, self.fetch_timeout) from e
         if not isinstance(result, dict):
             raise TypeError(f"get_data from {address} returned {type(result).__name__}")
         return result
