@@ -158,7 +158,11 @@ class Worker(Server):
             batch_size=batch_size,
             connect_timeout=connect_timeout,
         )
-        if not isinstance(fetch_timeout, (int, float)) or not fetch_timeout > 0:
+        if (
+            isinstance(fetch_timeout, bool)
+            or not isinstance(fetch_timeout, (int, float))
+            or not fetch_timeout > 0
+        ):
             raise ValueError(
                 f"fetch_timeout must be a positive number of seconds, got {fetch_timeout!r}"
             )
