@@ -325,7 +325,7 @@ async def test_compute_with_silent_holder_replies_missing_data():
 
 @gen_test()
 async def test_concurrent_computes_sharing_a_stuck_fetch_ask_the_holder_once():
-    async with Silent("get_data") as holder, center_and_worker(fetch_timeout=0.5) as (_, w):
+    async with Silent("get_data") as holder, center_and_worker(fetch_timeout=3) as (_, w):
         async with rpc(w.address) as rw:
             first = asyncio.ensure_future(
                 rw.compute(
@@ -336,7 +336,9 @@ async def test_concurrent_computes_sharing_a_stuck_fetch_ask_the_holder_once():
                     who_has={"x": [holder.address]},
                 )
             )
-            while not holder.calls["get_data"]:  # the first fetch is stuck on the holder
+            # fetch_timeout leaves the later computes ample time to join the
+            # first fetch while it is stuck on the holder
+            while not holder.calls["get_data"]:
                 await asyncio.sleep(0.01)
             others = [
                 rw.compute(
