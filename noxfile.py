@@ -42,6 +42,7 @@ nox.needs_version = ">=2024.3.2"
 ROOT = Path(__file__).resolve().parent
 PACKAGES_DIR = ROOT / "packages"
 INTEGRATION_DIR = ROOT / "tests" / "integration"
+HOSTS_DIR = ROOT / "tests" / "hosts"
 CONSTRAINTS_DIR = ROOT / "constraints"
 
 # short name -> distribution name; the import name is the distribution name with "_".
@@ -74,7 +75,7 @@ PYTEST_TIMEOUT = "180"  # seconds per test; a hung test fails instead of eating 
 RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with editors
 
 nox.options.sessions = [
-    "lint", "deps", "tests", "integration", "compat", "tornado", "lowest", "docs",
+    "lint", "deps", "tests", "integration", "hosts", "compat", "tornado", "lowest", "docs",
 ]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
@@ -416,6 +417,33 @@ def integration(session: nox.Session) -> None:
         session.skip(f"no test files (test_*.py) in {INTEGRATION_DIR.relative_to(ROOT)} yet")
     shorts = _install(session, list(PACKAGES))
     _pytest(session, [INTEGRATION_DIR], shorts)
+
+
+def _hosts_unavailable() -> str | None:
+    """Why network namespaces cannot be created here (tests/hosts/harness.py), or None."""
+    if not sys.platform.startswith("linux"):
+        return f"needs Linux network namespaces (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
+    if missing:
+        return f"needs {' and '.join(missing)} (apt-get install iproute2 nftables)"
+    return None
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def hosts(session: nox.Session) -> None:
+    """Multi-host tests on simulated hosts: network namespaces on a bridge (tests/hosts).
+
+    Root only, with iproute2 and nftables; skipped elsewhere with one line saying why.
+    """
+    reason = _hosts_unavailable()
+    if reason:  # session.skip logs this as the one line saying why
+        session.skip(f"simulated hosts {reason}")
+    if not _has_tests(HOSTS_DIR):
+        session.skip(f"no test files (test_*.py) in {HOSTS_DIR.relative_to(ROOT)} yet")
+    shorts = _install(session, list(PACKAGES))
+    _pytest(session, [HOSTS_DIR], shorts)
 
 
 @nox.session(python=DEFAULT_PYTHON)
