@@ -13,7 +13,7 @@ import time
 import pytest
 
 from distributed_center import Center
-from distributed_core import connect
+from distributed_core import CommClosedError, connect
 
 
 @contextlib.asynccontextmanager
@@ -40,6 +40,16 @@ async def _wait_until(predicate, timeout=5.0, interval=0.01):
         if time.monotonic() - start > timeout:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told: ``clock.now += 5``."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FakeWorker:
@@ -88,6 +98,23 @@ class FakeWorker:
     async def unregister(self):
         await self.send({"op": "unregister"})
 
+    async def wait_closed(self, timeout=5.0) -> list:
+        """Read until the center closes the stream; return what it sent meanwhile.
+
+        Raises ``asyncio.TimeoutError`` if the stream is still open after ``timeout``.
+        """
+        received = []
+
+        async def drain():
+            while True:
+                try:
+                    received.append(await self.comm.read())
+                except CommClosedError:
+                    return
+
+        await asyncio.wait_for(drain(), timeout)
+        return received
+
     def close(self):
         if self.comm is not None:
             self.comm.abort()
@@ -103,6 +130,11 @@ class FakeWorker:
 def running_center():
     """``async with running_center(**kwargs) as center`` (heartbeats 0.2 s / 1 s)."""
     return _running_center
+
+
+@pytest.fixture
+def fake_clock():
+    return FakeClock()
 
 
 @pytest.fixture

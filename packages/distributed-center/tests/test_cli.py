@@ -16,7 +16,7 @@ import time
 import pytest
 
 import distributed_center
-from distributed_core import Security, connect, rpc
+from distributed_core import Security, connect, default_ip, parse_address, rpc
 
 CMD = [sys.executable, "-m", "distributed_center"]
 LINE = re.compile(r"^Start center at (tcp|tls)://127\.0\.0\.1:(\d+)$")
@@ -243,3 +243,55 @@ def test_main_module_runs_without_package_on_cwd(tmp_path):
     )
     assert result.returncode == 0
     assert "--heartbeat-timeout" in result.stdout
+
+
+def _start_printing(*args):
+    """Start ``dcenter *args``; return (proc, the printed address), whatever its host."""
+    proc = subprocess.Popen(
+        [*CMD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    line = _readline(proc, timeout=20).strip()
+    if not line.startswith("Start center at "):
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(f"unexpected first line {line!r}; stderr:\n{err}")
+    return proc, line.split(" at ", 1)[1]
+
+
+def test_without_host_listens_everywhere_and_prints_the_default_route_address():
+    proc, address = _start_printing("--port", "0")
+    try:
+        _, host, port = parse_address(address)
+        assert host == default_ip()  # from the routing table, not the host name
+        # listening on all interfaces: loopback reaches it too
+        assert call(f"tcp://127.0.0.1:{port}", "identity")["address"] == address
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("host", ["::1", "::"])
+def test_ipv6_host(host):
+    proc, address = _start_printing("--host", host, "--port", "0")
+    try:
+        _, printed, port = parse_address(address)
+        assert address == f"tcp://[{printed}]:{port}"
+        assert printed == ("::1" if host == "::1" else default_ip(v6=True))
+        assert call(f"tcp://[::1]:{port}", "identity")["address"] == address
+    finally:
+        stop(proc)
+
+
+def test_contact_address_is_printed_and_given_out():
+    # nothing is ever sent to 203.0.113.5 (TEST-NET-3); port 0 means the bound port
+    proc, address = _start_printing(
+        "--host", "127.0.0.1", "--port", "0", "--contact-address", "tcp://203.0.113.5:0"
+    )
+    try:
+        _, host, port = parse_address(address)
+        assert host == "203.0.113.5"
+        assert call(f"tcp://127.0.0.1:{port}", "identity")["address"] == address
+    finally:
+        stop(proc)
+    code, lines = run_failing("--port", "0", "--contact-address", "ftp://x:1")
+    assert code == 2
+    assert any("--contact-address" in ln and "unknown scheme" in ln for ln in lines), lines

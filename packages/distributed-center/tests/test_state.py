@@ -205,6 +205,74 @@ def test_heartbeat_and_staleness(s, clock):
     assert not s.heartbeat(C)
 
 
+def test_heartbeats_due_each_interval(s, clock):
+    s.register(A)
+    clock.now += 0.5
+    s.register(B)
+    assert s.heartbeats_due(1.0) == []
+    clock.now += 0.5
+    assert s.heartbeats_due(1.0) == [A]
+    s.heartbeat_sent(A)
+    s.heartbeat_sent(C)  # unknown: ignored
+    assert s.heartbeats_due(1.0) == []
+    clock.now += 0.5
+    assert s.heartbeats_due(1.0) == [B]
+    # what the center sends says nothing about the worker being alive
+    assert s.stale_workers(0.9) == [A, B]
+
+
+def test_excuse_a_paused_center(s, clock):
+    s.register(A)
+    clock.now += 2
+    s.register(B)
+    clock.now += 60  # the center was stopped for a minute
+    assert s.stale_workers(5) == [A, B]
+    s.excuse(60)
+    assert s.stale_workers(5) == []
+    assert s.workers_map[A].last_seen == clock.now - 2
+    assert s.workers_map[B].last_seen == clock.now  # never in the future
+    s.excuse(0)
+    s.excuse(-3)
+    assert s.workers_map[A].last_seen == clock.now - 2
+    clock.now += 3.5
+    assert s.stale_workers(5) == [A]  # a worker that really went silent is still dropped
+
+
+def test_dropped_worker_reregisters_after_heal_with_what_it_still_holds(s, clock):
+    # A and B both hold "shared"; A is partitioned away and dropped
+    s.register(A, keys=["shared", "a1", "a2"], nbytes={"a1": 10})
+    s.register(B, keys=["shared", "b1"])
+    clock.now += 6
+    s.heartbeat(B)
+    assert s.stale_workers(5) == [A]
+    assert sorted(s.unregister(A)) == ["a1", "a2"]
+    assert s.who_has(["shared", "a1"]) == {"shared": [B], "a1": []}
+    # meanwhile "a1" was recomputed on B; A lost "a2" while away (deleted)
+    s.add_keys(B, ["a1"])
+    clock.now += 10
+    assert s.register(A, keys=["shared", "a1"], nbytes={"a1": 10}) is True
+    assert s.who_has(["shared", "a1", "a2"]) == {
+        "shared": [A, B],
+        "a1": [A, B],
+        "a2": [],
+    }
+    assert s.n_workers == 2
+    check_invariants(s)
+
+
+def test_reregistration_while_still_listed_replaces_not_merges(s, clock):
+    # the center never noticed A was gone (its old stream is half-open)
+    s.register(A, keys=["x", "y", "z"], nbytes={"x": 1, "y": 2, "z": 3})
+    clock.now += 1
+    assert s.register(A, keys=["y"], nbytes={"y": 2}, ncores=4) is False
+    assert s.has_what() == {A: ["y"]}
+    assert s.who_has(["x", "z"]) == {"x": [], "z": []}
+    assert s.ncores() == {A: 4}
+    assert list(s.workers()) == [A]  # listed once
+    assert s.workers_map[A].nbytes == 2
+    check_invariants(s)
+
+
 def test_activity_counts_as_life(s, clock):
     s.register(A)
     clock.now += 10

@@ -32,6 +32,7 @@ EXPECTED = {
     "Timeouts",
     "__version__",
     "connect",
+    "default_ip",
     "dumps",
     "loads",
     "normalize_address",

@@ -109,8 +109,9 @@ def start_center(procs, port: int = 0, heartbeat_interval=0.2, heartbeat_timeout
     return proc
 
 
-def start_worker(procs, center: str, *extra, name=None, wait_registered=True):
-    args = ["-m", "distributed_worker", center, "--host", "127.0.0.1", *extra]
+def start_worker(procs, center: str, *extra, name=None, wait_registered=True, host="127.0.0.1"):
+    """A ``dworker`` process; ``host=None`` leaves ``--host`` out (all interfaces)."""
+    args = ["-m", "distributed_worker", center, *(("--host", host) if host else ()), *extra]
     if name:
         args += ["--name", name]
     proc = Proc(args, name=f"worker {name or ''}")
@@ -208,7 +209,8 @@ def spawn_center(procs):
 
 @pytest.fixture
 def spawn_worker(procs):
-    """``spawn_worker(center_address, *cli_args, name=None, wait_registered=True)`` -> Proc."""
+    """``spawn_worker(center_address, *cli_args, name=None, wait_registered=True,
+    host='127.0.0.1')`` -> Proc."""
 
     def spawn(center, *args, **kwargs):
         return start_worker(procs, center, *args, **kwargs)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+import time
+from collections.abc import Callable
 from typing import Any
 
 import distributed_core
@@ -23,8 +25,11 @@ from distributed_core import (
     Failure,
     Server,
     normalize_address,
+    parse_address,
     rpc,
+    unparse_address,
 )
+from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
 from .state import CenterState, check_workers
@@ -38,6 +43,10 @@ DEFAULT_PORT = 8787
 #: ops a worker may send on its report stream
 STREAM_OPS = ("add_keys", "remove_keys", "heartbeat", "unregister")
 
+#: what the center writes on every report stream each ``heartbeat_interval``
+#: (workers before issue 8 ignore it: they read and drop whatever the center sends)
+HEARTBEAT = {"op": "heartbeat"}
+
 
 class Center(Server):
     """The metadata server: who holds which key, and which workers are alive.
@@ -48,13 +57,33 @@ class Center(Server):
         A :class:`distributed_core.Security` for listening and for talking to
         workers (``delete_data``).
     heartbeat_interval
-        Seconds between the heartbeats workers are asked to send (returned by
-        ``register``).
+        Seconds between heartbeats, both ways: workers are asked to send one
+        this often (returned by ``register``), and the center writes
+        ``{'op': 'heartbeat'}`` on every report stream this often, so a
+        worker notices a vanished center. Default
+        ``distributed_core.timeouts.DEFAULTS.heartbeat_interval`` (1 s).
     heartbeat_timeout
         A worker from which nothing arrived for this many seconds is dropped,
-        with its keys. Must be larger than ``heartbeat_interval``.
+        with its keys; so is one whose report stream does not take a
+        heartbeat within this many seconds (a vanished host whose socket
+        buffer filled up). Must be larger than ``heartbeat_interval``.
+        Default ``DEFAULTS.heartbeat_timeout`` (5 s).
+    contact_address
+        The address to advertise (``self.address``, printed by ``dcenter``)
+        when it differs from the one listened on: NAT, containers, a relay.
+        Default: the listening address, where ``0.0.0.0``/``::`` become the
+        address of the interface holding the default route
+        (:func:`distributed_core.default_ip`).
+    clock
+        Monotonic clock for liveness (``time.monotonic``); tests pass a fake
+        one and call :meth:`check_liveness` themselves.
     name, limits
         Passed to :class:`distributed_core.Server`.
+
+    .. versionchanged:: issue 8
+       The center heartbeats on report streams (announced with
+       ``center_heartbeats`` in the ``register`` reply); ``contact_address``
+       and ``clock`` were added.
 
     Examples
     --------
@@ -67,8 +96,10 @@ class Center(Server):
         self,
         *,
         security=None,
-        heartbeat_interval: float = 1.0,
-        heartbeat_timeout: float = 5.0,
+        heartbeat_interval: float = DEFAULTS.heartbeat_interval,
+        heartbeat_timeout: float = DEFAULTS.heartbeat_timeout,
+        contact_address: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
         name=None,
         limits=None,
     ):
@@ -80,7 +111,8 @@ class Center(Server):
                 f"heartbeat_interval ({heartbeat_interval!r}s), or healthy workers "
                 f"would be dropped between two heartbeats"
             )
-        self.state = CenterState()
+        self.contact_address = None if contact_address is None else _normalize(contact_address)
+        self.state = CenterState(clock=clock)
         self.heartbeat_interval = float(heartbeat_interval)
         self.heartbeat_timeout = float(heartbeat_timeout)
         handlers = {
@@ -98,6 +130,14 @@ class Center(Server):
             "versions": self.versions,
             "terminate": self.terminate,
         }
+        #: op -> handler(address, msg) for report-stream messages; a handler
+        #: returning False ends the stream
+        self.stream_handlers = {
+            "add_keys": self._stream_add_keys,
+            "remove_keys": self._stream_remove_keys,
+            "heartbeat": self._stream_heartbeat,
+            "unregister": self._stream_unregister,
+        }
         # The center only handles metadata: it refuses pickled payloads even from
         # authenticated peers, so no peer can make it run code.
         super().__init__(handlers, security=security, name=name, limits=limits, allow_pickle=False)
@@ -111,6 +151,9 @@ class Center(Server):
             security=security, connect_timeout=self.heartbeat_timeout, name=name
         )
         self._liveness_task: asyncio.Task | None = None
+        #: address -> the task writing a heartbeat on its stream (one at a time)
+        self._beats: dict[str, asyncio.Task] = {}
+        self._last_check: float | None = None
         self._finished: asyncio.Event | None = None
         self._center_closing = False
         self._terminate_task: asyncio.Task | None = None
@@ -128,6 +171,14 @@ class Center(Server):
         """Listen on ``address`` (a port, or ``'tcp://host:port'``) and start
         watching worker liveness."""
         await super().listen(address)
+        #: the address actually bound (``self.address`` is the advertised one)
+        self.listen_address = self.address
+        if self.contact_address is not None:
+            scheme, host, port = parse_address(self.contact_address)
+            self.address = unparse_address(scheme, host, port or self.port)
+            logger.info(
+                "Center listening at %s, advertised as %s", self.listen_address, self.address
+            )
         if self._finished is None:
             self._finished = asyncio.Event()
         if self._liveness_task is None:
@@ -151,6 +202,10 @@ class Center(Server):
         self.streams.clear()
         for comm in streams:
             comm.abort()
+        beats = list(self._beats.values())
+        for task in beats:
+            task.cancel()
+        await asyncio.gather(*beats, return_exceptions=True)
         await self._pool.close()
         await super().close()
         if self._finished is None:
@@ -182,7 +237,17 @@ class Center(Server):
         With ``stream=True`` (sent with ``reply=False``) the connection becomes
         the worker's report stream: the center answers once and then reads
         ``add_keys``/``remove_keys``/``heartbeat``/``unregister`` messages from
-        it until it closes, which drops the worker.
+        it until it closes, which drops the worker. The answer is
+        ``{'status': 'OK', 'heartbeat_interval': s, 'center_heartbeats': s}``:
+        ``center_heartbeats`` (added for issue 8; absent from older centers)
+        says that the center writes ``{'op': 'heartbeat'}`` on the stream every
+        ``s`` seconds, so the worker may treat a silent stream as a vanished
+        center.
+
+        Registering an address again replaces the worker's entry and its
+        whole key set (a worker never appears twice, and keys it lost while
+        away are not listed); a new report stream replaces the old one, which
+        the center closes.
         """
         try:
             address = _normalize(address)
@@ -212,6 +277,7 @@ class Center(Server):
         reply = {"status": "OK", "heartbeat_interval": self.heartbeat_interval}
         if not stream:
             return reply
+        reply["center_heartbeats"] = self.heartbeat_interval
         await self._serve_stream(comm, address, reply)
 
     def unregister(self, comm, address):
@@ -348,27 +414,33 @@ class Center(Server):
             return True
         self.state.touch(address)
         op = msg.get("op")
+        handler = self.stream_handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            logger.warning(
+                "Worker %s sent unknown op %r on its report stream (expected one of %s); ignored",
+                address,
+                op,
+                ", ".join(STREAM_OPS),
+            )
+            return True
         try:
-            if op == "add_keys":
-                self.state.add_keys(address, msg.get("keys", ()), nbytes=msg.get("nbytes"))
-            elif op == "remove_keys":
-                self.state.remove_keys(address, msg.get("keys", ()))
-            elif op == "heartbeat":
-                metrics = {k: v for k, v in msg.items() if k not in ("op", "address", "reply")}
-                self.state.heartbeat(address, metrics)
-            elif op == "unregister":
-                return False
-            else:
-                logger.warning(
-                    "Worker %s sent unknown op %r on its report stream (expected one of "
-                    "%s); ignored",
-                    address,
-                    op,
-                    ", ".join(STREAM_OPS),
-                )
+            return handler(address, msg) is not False
         except (TypeError, ValueError) as e:
             logger.warning("Worker %s sent a bad %r on its report stream: %s", address, op, e)
-        return True
+            return True
+
+    def _stream_add_keys(self, address: str, msg: dict) -> None:
+        self.state.add_keys(address, msg.get("keys", ()), nbytes=msg.get("nbytes"))
+
+    def _stream_remove_keys(self, address: str, msg: dict) -> None:
+        self.state.remove_keys(address, msg.get("keys", ()))
+
+    def _stream_heartbeat(self, address: str, msg: dict) -> None:
+        metrics = {k: v for k, v in msg.items() if k not in ("op", "address", "reply")}
+        self.state.heartbeat(address, metrics)
+
+    def _stream_unregister(self, address: str, msg: dict) -> bool:
+        return False
 
     def _remove_worker(self, address: str, reason: str, close_stream: bool = True):
         known = address in self.state.workers_map
@@ -386,14 +458,67 @@ class Center(Server):
             comm.abort()
 
     async def _watch_liveness(self):
-        period = min(self.heartbeat_interval, self.heartbeat_timeout) / 4
+        period = self.heartbeat_interval / 4
         while True:
             await asyncio.sleep(period)
             try:
-                for address in self.state.stale_workers(self.heartbeat_timeout):
-                    self._remove_worker(address, f"nothing heard for {self.heartbeat_timeout:g}s")
+                self.check_liveness()
             except Exception:  # never let the watchdog die
                 logger.exception("Error while checking worker liveness")
+
+    def check_liveness(self) -> tuple[list[str], list[str]]:
+        """One liveness round; returns ``(workers dropped, workers sent a heartbeat)``.
+
+        Runs every ``heartbeat_interval / 4`` seconds. Drops the workers
+        silent for ``heartbeat_timeout``, then writes a heartbeat on the
+        report stream of every worker that was not sent one for
+        ``heartbeat_interval``. When more than ``heartbeat_interval`` passed
+        since the previous round, the center itself was paused (SIGSTOP, a
+        frozen VM, a blocked loop): that time is not counted against the
+        workers (:meth:`CenterState.excuse`), whose messages are still unread
+        in the sockets. Synchronous, so tests drive it with a fake clock.
+        """
+        now = self.state.clock()
+        if self._last_check is not None:
+            gap = now - self._last_check
+            if gap > self.heartbeat_interval:
+                logger.warning(
+                    "Center was paused for %.1fs (no liveness check ran); not counting "
+                    "that against the workers",
+                    gap,
+                )
+                self.state.excuse(gap)
+        self._last_check = now
+        dropped = self.state.stale_workers(self.heartbeat_timeout)
+        for address in dropped:
+            self._remove_worker(address, f"nothing heard for {self.heartbeat_timeout:g}s")
+        beaten = []
+        for address in self.state.heartbeats_due(self.heartbeat_interval):
+            comm = self.streams.get(address)
+            if comm is None or address in self._beats:
+                continue  # no stream (registered by rpc), or the last beat is still pending
+            self.state.heartbeat_sent(address)
+            task = asyncio.ensure_future(self._send_heartbeat(address, comm))
+            self._beats[address] = task
+            task.add_done_callback(lambda _t, a=address: self._beats.pop(a, None))
+            beaten.append(address)
+        return dropped, beaten
+
+    async def _send_heartbeat(self, address: str, comm) -> None:
+        """Write one heartbeat; a stream that does not take it within
+        ``heartbeat_timeout`` (a vanished host, its buffer full) is closed,
+        which drops the worker."""
+        try:
+            await asyncio.wait_for(comm.write(HEARTBEAT), self.heartbeat_timeout)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "Report stream of worker %s took no heartbeat for %gs; closing it",
+                address,
+                self.heartbeat_timeout,
+            )
+            comm.abort()
+        except (CommClosedError, OSError):
+            comm.abort()  # the read side notices and drops the worker
 
     async def _tell_delete(self, address: str, keys: list):
         timeout = self.heartbeat_timeout

@@ -4,6 +4,12 @@ Prints ``Start center at tcp://HOST:PORT`` once it listens, and shuts down
 cleanly (exit code 0) on SIGINT, SIGTERM or the ``terminate`` op. Start-up
 problems (bad address, port in use, unreadable TLS files) are one line on
 stderr and a non-zero exit.
+
+Without ``--host`` it listens on all IPv4 interfaces and prints the address
+of the interface that holds the default route (``127.0.0.1`` only on a
+machine with no other interface); ``--host ::`` listens on IPv6 and prints
+``tcp://[v6]:PORT``; ``--contact-address`` prints and gives out another
+address than the one listened on (NAT, containers, a relay).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import sys
 import click
 
 import distributed_core
-from distributed_core import Security, unparse_address
+from distributed_core import Security, normalize_address, unparse_address
+from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
 from .center import DEFAULT_PORT, Center
@@ -35,7 +42,9 @@ class StartupError(Exception):
 @click.option(
     "--host",
     default=None,
-    help="Interface to listen on (name or IP). [default: all interfaces]",
+    help="Interface to listen on (name or IP; '::' for all IPv6 interfaces). "
+    "[default: all IPv4 interfaces, advertising the address of the interface "
+    "that holds the default route]",
 )
 @click.option(
     "--port",
@@ -45,15 +54,21 @@ class StartupError(Exception):
     help="Port to listen on (0 picks a free one).",
 )
 @click.option(
+    "--contact-address",
+    default=None,
+    help="Address to print and give out when it differs from the one listened on "
+    "(NAT, containers, a relay), e.g. tcp://203.0.113.5:8787.",
+)
+@click.option(
     "--heartbeat-interval",
-    default=1.0,
+    default=DEFAULTS.heartbeat_interval,
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
-    help="Seconds between the heartbeats workers send.",
+    help="Seconds between heartbeats, both ways on each worker's report stream.",
 )
 @click.option(
     "--heartbeat-timeout",
-    default=5.0,
+    default=DEFAULTS.heartbeat_timeout,
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
     help="Drop a worker (and its keys) after this many silent seconds.",
@@ -79,6 +94,7 @@ class StartupError(Exception):
 def main(
     host,
     port,
+    contact_address,
     heartbeat_interval,
     heartbeat_timeout,
     secret_file,
@@ -100,10 +116,15 @@ def main(
         )
     if tls_key is not None and tls_cert is None:
         raise click.UsageError("--tls-key needs --tls-cert")
+    if contact_address is not None:
+        try:
+            contact_address = normalize_address(contact_address)
+        except (TypeError, ValueError) as e:
+            raise click.BadParameter(str(e), param_hint="--contact-address") from None
     try:
         security = _security(secret_file, tls_cert, tls_key, tls_ca_file, require_client_cert)
         address = _listen_address(host, port, tls=tls_cert is not None)
-        asyncio.run(_run(address, security, heartbeat_interval, heartbeat_timeout))
+        asyncio.run(_run(address, security, heartbeat_interval, heartbeat_timeout, contact_address))
     except StartupError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:  # before the signal handlers were installed
@@ -139,11 +160,12 @@ def _listen_address(host, port, tls: bool) -> str:
     return unparse_address(scheme, host, port)
 
 
-async def _run(address, security, heartbeat_interval, heartbeat_timeout):
+async def _run(address, security, heartbeat_interval, heartbeat_timeout, contact_address=None):
     center = Center(
         security=security,
         heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
+        contact_address=contact_address,
     )
     try:
         await center.listen(address)

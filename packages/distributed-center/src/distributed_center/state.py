@@ -32,7 +32,7 @@ _COLLECTIONS = (list, tuple, set, frozenset)
 class WorkerInfo:
     """What the Center knows about one worker (besides its keys)."""
 
-    __slots__ = ("address", "last_seen", "metrics", "name", "nbytes", "ncores")
+    __slots__ = ("address", "last_sent", "last_seen", "metrics", "name", "nbytes", "ncores")
 
     def __init__(self, address: str, name: Any, ncores: int, last_seen: float):
         self.address = address
@@ -40,6 +40,7 @@ class WorkerInfo:
         self.ncores = ncores
         self.nbytes = 0  # sum of the known sizes of the keys it holds
         self.last_seen = last_seen  # on the state's (monotonic) clock
+        self.last_sent = last_seen  # when the center last sent it a heartbeat
         self.metrics: dict = {}  # what its last heartbeat reported
 
     def __repr__(self) -> str:
@@ -298,6 +299,35 @@ class CenterState:
         """Workers from which nothing was heard for more than ``timeout`` seconds."""
         deadline = self.clock() - timeout
         return [a for a, info in self.workers_map.items() if info.last_seen < deadline]
+
+    def heartbeats_due(self, interval: float) -> list[str]:
+        """Workers the center sent no heartbeat for ``interval`` seconds or more.
+
+        The caller writes one on each of their report streams and calls
+        :meth:`heartbeat_sent`. (Added for issue 8.)
+        """
+        deadline = self.clock() - interval
+        return [a for a, info in self.workers_map.items() if info.last_sent <= deadline]
+
+    def heartbeat_sent(self, address: str) -> None:
+        """Note that a heartbeat was just written to ``address`` (if it is known)."""
+        info = self.workers_map.get(address)
+        if info is not None:
+            info.last_sent = self.clock()
+
+    def excuse(self, seconds: float) -> None:
+        """Do not count the last ``seconds`` of silence against any worker.
+
+        For a center that was itself paused (SIGSTOP, a frozen VM, a blocked
+        event loop): what the workers sent meanwhile is still unread in the
+        sockets, so their silence is ours, not theirs. Each worker's
+        ``last_seen`` moves forward by ``seconds``, never past now.
+        """
+        if seconds <= 0:
+            return
+        now = self.clock()
+        for info in self.workers_map.values():
+            info.last_seen = min(info.last_seen + seconds, now)
 
     # ---------------------------------------------------------------- queries
 

@@ -23,6 +23,7 @@ from .errors import (
     RemoteTraceback,
 )
 from .failure import Failure
+from .netinfo import default_ip
 from .protocol import Decoder, Limits
 from .rpc import ConnectionPool, rpc
 from .security import Security
@@ -54,6 +55,7 @@ __all__ = [
     "Timeouts",
     "__version__",
     "connect",
+    "default_ip",
     "dumps",
     "loads",
     "normalize_address",

@@ -28,6 +28,7 @@ from .addresses import parse_address, unparse_address
 from .comm import PROTOCOL_VERSION, Comm, stream_addresses
 from .errors import CommClosedError, DecodeError, HandshakeError, LocalProtocolError, ProtocolError
 from .failure import Failure, error_reply
+from .netinfo import default_ip
 from .protocol import Limits
 from .security import Security
 
@@ -135,7 +136,8 @@ class Server:
         self._tcp.add_sockets(self._sockets)
         bound_host, bound_port = sock.getsockname()[:2]
         if bound_host in ("0.0.0.0", "::"):
-            bound_host = _local_ip()
+            # listening everywhere: name the address other hosts can use
+            bound_host = default_ip(v6=bound_host == "::")
         self.address = unparse_address(scheme, bound_host, bound_port)
         logger.info("%s listening at %s", self.name or type(self).__name__, self.address)
 
@@ -361,10 +363,3 @@ def _bind(host: str, port: int) -> socket.socket:
             ) from None
         raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
     return sock
-
-
-def _local_ip() -> str:
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"

@@ -2,8 +2,13 @@
 
 Prints ``Start worker at tcp://HOST:PORT`` once listening and
 ``Registered with center at tcp://...`` once registered. Start-up problems
-(a bad address, a port in use, an unreachable Center, unreadable TLS files)
-print one ``dworker: error: ...`` line on stderr and exit with status 1.
+(a bad address, a port in use, an unreachable Center, a worker's address
+given instead of the Center's, unreadable TLS files) print one
+``dworker: error: ...`` line on stderr and exit with status 1.
+
+Without ``--host`` the worker listens on all interfaces and prints and
+registers the local address of the interface that routes to the Center;
+``--contact-address`` registers another one (NAT, containers, a relay).
 """
 
 from __future__ import annotations
@@ -16,10 +21,18 @@ import sys
 import click
 
 import distributed_core
-from distributed_core import CommClosedError, HandshakeError, Security, normalize_address
+from distributed_core import (
+    CommClosedError,
+    HandshakeError,
+    Security,
+    normalize_address,
+    parse_address,
+    unparse_address,
+)
+from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
-from .stream import RegistrationError
+from .stream import NotACenterError, RegistrationError
 from .worker import Worker
 
 __all__ = ["main"]
@@ -36,8 +49,15 @@ class StartupError(Exception):
 @click.option(
     "--host",
     default=None,
-    help="Interface to listen on, which peers use to reach this worker "
-    "[default: the local address that routes to the center].",
+    help="Interface to listen on (name or IP; '::' for all IPv6 interfaces) "
+    "[default: all interfaces, advertising the local address that routes to the center].",
+)
+@click.option(
+    "--contact-address",
+    default=None,
+    help="Address to register with the center and print when it differs from the one "
+    "listened on (NAT, containers, a relay), e.g. tcp://203.0.113.7:9000; port 0 means "
+    "the listening port.",
 )
 @click.option(
     "--port",
@@ -60,11 +80,28 @@ class StartupError(Exception):
     help="Seconds between heartbeats [default: what the center asks for].",
 )
 @click.option(
-    "--connect-timeout",
-    default=10.0,
+    "--heartbeat-timeout",
+    default=DEFAULTS.heartbeat_timeout,
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
-    help="Seconds to wait for the center at start-up.",
+    help="Treat the center as gone after this many seconds without a word from it "
+    "(only with a center that sends heartbeats); the worker keeps its data and reconnects.",
+)
+@click.option(
+    "--connect-timeout",
+    default=DEFAULTS.connect_timeout,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds one attempt to reach and register with the center may take "
+    "(at start-up and when reconnecting).",
+)
+@click.option(
+    "--fetch-timeout",
+    default=DEFAULTS.fetch_timeout,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a peer may take to answer a fetch before other holders "
+    "(then the center) are asked.",
 )
 @click.option("--secret-file", default=None, help="File holding the cluster's shared secret.")
 @click.option("--tls-cert", default=None, help="PEM certificate for TLS.")
@@ -86,8 +123,8 @@ class StartupError(Exception):
     ),
 )
 def main(
-    center_address, host, port, ncores, name, heartbeat_interval, connect_timeout,
-    secret_file, tls_cert, tls_key, tls_ca_file, log_level,
+    center_address, host, contact_address, port, ncores, name, heartbeat_interval,
+    heartbeat_timeout, connect_timeout, fetch_timeout, secret_file, tls_cert, tls_key, tls_ca_file, log_level,
 ):  # fmt: skip
     """Start a worker that registers with the center at CENTER_ADDRESS."""
     logging.basicConfig(
@@ -97,6 +134,11 @@ def main(
     )
     try:
         center = normalize_address(center_address)
+        if contact_address is not None:
+            try:
+                contact_address = normalize_address(contact_address)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"bad --contact-address: {e}") from None
         security = Security.from_files(secret_file, tls_cert, tls_key, tls_ca_file)
     except (TypeError, ValueError, OSError) as e:
         _fail(str(e))
@@ -109,7 +151,10 @@ def main(
                 ncores=ncores,
                 name=name,
                 heartbeat_interval=heartbeat_interval,
+                heartbeat_timeout=heartbeat_timeout,
+                contact_address=contact_address,
                 connect_timeout=connect_timeout,
+                fetch_timeout=fetch_timeout,
                 security=security,
             )
         )
@@ -126,10 +171,9 @@ async def _run(center, *, host, port, connect_timeout, security, **kwargs) -> No
     worker = Worker(center, connect_timeout=connect_timeout, security=security, **kwargs)
     scheme = "tls" if center.startswith("tls://") else "tcp"
     if host is None:
-        address = worker.default_address().rsplit(":", 1)[0] + f":{port}"
-    else:
-        address = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+        host = parse_address(worker.listen_everywhere_address())[1]
     try:
+        address = unparse_address(scheme, host.strip("[]"), port)
         address = normalize_address(address)
         await worker.listen(address)
     except (OSError, ValueError) as e:
@@ -155,6 +199,8 @@ async def _run(center, *, host, port, connect_timeout, security, **kwargs) -> No
         stopping.cancel()
         try:
             registering.result()
+        except NotACenterError as e:
+            raise StartupError(str(e)) from None
         except HandshakeError as e:  # versions or secrets disagree: the center is there
             raise StartupError(f"cannot register with the center at {center}: {e}") from None
         except (CommClosedError, RegistrationError, OSError) as e:

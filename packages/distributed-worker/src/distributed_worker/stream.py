@@ -3,9 +3,22 @@
 The worker registers over it (``register`` with ``stream=True``, carrying every
 key it holds), then sends ``add_keys``/``remove_keys`` batches, heartbeats and,
 on shutdown, ``unregister``; the Center never replies after the registration
-answer. When the stream closes (the Center restarted, or dropped us after we
-were frozen by SIGSTOP), the worker reconnects with backoff and registers
-again with all its keys, so nothing is lost.
+answer and its heartbeats. When the stream closes (the Center restarted, or
+dropped us after we were frozen by SIGSTOP), the worker reconnects with
+backoff and registers again with all its keys, so nothing is lost.
+
+A Center that vanishes without closing anything (a frozen VM, a pulled
+cable, a partition) is noticed by its silence: a Center that announced
+heartbeats in its registration answer (``center_heartbeats``, added for
+issue 8) writes ``{'op': 'heartbeat'}`` on the stream every second or so;
+when nothing at all arrived for ``heartbeat_timeout`` seconds the worker
+aborts the stream, keeps its data, and reconnects as above. Older Centers
+never heartbeat, so against them the stream is never timed out for
+silence.
+
+Before registering, the worker asks the peer for its ``identity`` and
+refuses to register with something that is not a Center (a worker's
+address given by mistake) with an error saying so.
 
 Batching: store changes go into a `ReportBatch` and are written
 ``batch_interval`` seconds later, or at once when ``batch_size`` keys are
@@ -21,10 +34,11 @@ import random
 from collections.abc import Callable, Mapping
 
 from distributed_core import CommClosedError, ProtocolError, connect
+from distributed_core.timeouts import DEFAULTS
 
 from .batch import ReportBatch
 
-__all__ = ["CenterStream", "RegistrationError"]
+__all__ = ["CenterStream", "NotACenterError", "RegistrationError", "silence_timeout"]
 
 logger = logging.getLogger("distributed_worker.stream")
 
@@ -33,7 +47,36 @@ CONNECTION_ERRORS = (CommClosedError, ProtocolError, OSError, asyncio.TimeoutErr
 
 
 class RegistrationError(ConnectionError):
-    """The Center answered our registration with something other than OK."""
+    """The Center answered our registration with something other than OK,
+    or the address is not a Center's."""
+
+
+class NotACenterError(RegistrationError):
+    """The address given as the Center's is a worker's (its ``identity`` says so)."""
+
+
+def silence_timeout(reply: dict, heartbeat_timeout: float | None) -> float | None:
+    """How long the stream may stay silent before the Center counts as gone.
+
+    ``None`` (wait forever) when the Center's registration ``reply`` does not
+    announce heartbeats (centers before issue 8) or when ``heartbeat_timeout``
+    is None; otherwise ``heartbeat_timeout``, but never less than twice the
+    announced interval, so a Center heartbeating more slowly than we expect
+    is not taken for a dead one.
+
+    >>> silence_timeout({"status": "OK", "center_heartbeats": 1.0}, 5.0)
+    5.0
+    >>> silence_timeout({"status": "OK", "center_heartbeats": 4.0}, 5.0)
+    8.0
+    >>> silence_timeout({"status": "OK", "heartbeat_interval": 1.0}, 5.0) is None
+    True
+    """
+    interval = reply.get("center_heartbeats")
+    if heartbeat_timeout is None or isinstance(interval, bool):
+        return None
+    if not isinstance(interval, (int, float)) or not interval > 0:
+        return None
+    return max(float(heartbeat_timeout), 2.0 * interval)
 
 
 class CenterStream:
@@ -55,11 +98,18 @@ class CenterStream:
     heartbeat_interval
         seconds between heartbeats; None uses the interval
         the Center asks for; a value larger than the Center's is lowered to it.
+    heartbeat_timeout
+        when the Center announced heartbeats, a stream on which nothing
+        arrived for this many seconds counts as lost (the Center vanished):
+        it is aborted and the worker reconnects. None never times out.
+        Default ``DEFAULTS.heartbeat_timeout`` (5 s); see `silence_timeout`.
     batch_interval, batch_size
         flush pending reports after this many seconds,
         or as soon as this many keys are pending.
     connect_timeout
-        how long one connection attempt may take.
+        how long one registration attempt (connect, handshake, identity
+        check, registration answer) may take. Default
+        ``DEFAULTS.connect_timeout`` (5 s).
     backoff
         (first, largest) delay between reconnection attempts, seconds.
     """
@@ -73,9 +123,10 @@ class CenterStream:
         metrics: Callable[[], dict] = dict,
         security=None,
         heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = DEFAULTS.heartbeat_timeout,
         batch_interval: float = 0.005,
         batch_size: int = 1000,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = DEFAULTS.connect_timeout,
         backoff: tuple[float, float] = (0.05, 2.0),
     ) -> None:
         self.center = center
@@ -85,6 +136,11 @@ class CenterStream:
         self.security = security
         self.requested_heartbeat_interval = heartbeat_interval
         self.heartbeat_interval = heartbeat_interval or 1.0
+        self.heartbeat_timeout = heartbeat_timeout
+        #: silence after which the current stream counts as lost (None: never)
+        self.silence_timeout: float | None = None
+        #: how many times the Center was given up for silence
+        self.silences = 0
         self.batch_interval = batch_interval
         self.batch = ReportBatch(batch_size)
         self.connect_timeout = connect_timeout
@@ -196,6 +252,19 @@ class CenterStream:
             return False
 
     async def _register(self) -> None:
+        """One registration attempt, bounded by ``connect_timeout`` in all."""
+        try:
+            comm, response, keys = await asyncio.wait_for(
+                self._register_attempt(), self.connect_timeout
+            )
+        except asyncio.TimeoutError:
+            raise CommClosedError(
+                f"center at {self.center} did not complete our registration within "
+                f"{self.connect_timeout:g}s (connect_timeout)"
+            ) from None
+        self._registered_with(comm, response, keys)
+
+    async def _register_attempt(self):
         comm = await connect(
             self.center,
             timeout=self.connect_timeout,
@@ -203,6 +272,7 @@ class CenterStream:
             name="worker-stream",
         )
         try:
+            await self._check_is_center(comm)
             # Snapshot and clear the batch with no await in between: changes
             # after this point are in the batch and are sent after the
             # registration, on the same ordered stream.
@@ -217,7 +287,7 @@ class CenterStream:
                 "nbytes": nbytes,
             }
             await comm.write(msg)
-            response = await asyncio.wait_for(comm.read(), self.connect_timeout)
+            response = await comm.read()
         except BaseException:
             comm.abort()
             raise
@@ -225,7 +295,27 @@ class CenterStream:
             comm.abort()
             detail = response.get("message", response) if isinstance(response, dict) else response
             raise RegistrationError(f"center at {self.center} refused to register us: {detail}")
+        return comm, response, keys
+
+    async def _check_is_center(self, comm) -> None:
+        """Raise `RegistrationError` if the peer says it is a worker, not a Center."""
+        await comm.write({"op": "identity", "reply": True})
+        reply = await comm.read()
+        ident = reply.get("result") if isinstance(reply, dict) else None
+        if not isinstance(ident, dict):
+            return  # an unusual server; the registration answer will tell
+        kind = ident.get("type")
+        if kind == "Worker" or (kind != "Center" and "center" in ident):
+            center = ident.get("center")
+            of = f" of the center at {center}" if isinstance(center, str) else ""
+            raise NotACenterError(
+                f"{self.center} is a worker{of}, not a center: give the center's "
+                f"address (the one dcenter prints as 'Start center at ...')"
+            )
+
+    def _registered_with(self, comm, response: dict, keys: list) -> None:
         self._set_heartbeat_interval(response.get("heartbeat_interval"))
+        self.silence_timeout = silence_timeout(response, self.heartbeat_timeout)
         self.comm = comm
         self.registrations += 1
         self._registered.set()
@@ -278,17 +368,30 @@ class CenterStream:
                 logger.warning("lost the report stream to center at %s; reconnecting", self.center)
 
     async def _watch(self, comm) -> None:
-        """Return once `comm` is closed. The Center sends nothing on it."""
+        """Return once `comm` is closed, or silent for `silence_timeout` (then
+        abort it). The Center sends only heartbeats on it."""
+        timeout = self.silence_timeout
         while True:
             try:
-                msg = await comm.read()
+                msg = await asyncio.wait_for(comm.read(), timeout)
+            except asyncio.TimeoutError:
+                self.silences += 1
+                logger.warning(
+                    "center at %s sent nothing for %gs (heartbeat_timeout): treating it as "
+                    "gone; keeping our data and reconnecting",
+                    self.center,
+                    timeout,
+                )
+                comm.abort()
+                return
             except CONNECTION_ERRORS:
                 comm.abort()
                 return
             except Exception as e:  # undecodable content; the stream is still usable
                 logger.warning("unexpected content from center at %s: %s", self.center, e)
                 continue
-            logger.debug("ignoring message from center on the report stream: %r", msg)
+            if not (isinstance(msg, dict) and msg.get("op") == "heartbeat"):
+                logger.debug("ignoring message from center on the report stream: %r", msg)
 
     async def _flush_loop(self) -> None:
         while True:

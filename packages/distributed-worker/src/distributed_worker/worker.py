@@ -41,6 +41,7 @@ from distributed_core import (
     rpc,
     unparse_address,
 )
+from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
 from .fetch import FetchTimeoutError, fetch_from_peers
@@ -52,7 +53,6 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("distributed_worker.worker")
 
-DEFAULT_TIMEOUTS = distributed_core.Timeouts()
 
 _MISSING = object()  # a shared fetch ended without the key (cancelled or failed): retry
 _LOST = object()  # a shared fetch ended with the key missing: nobody could provide it
@@ -80,8 +80,20 @@ class Worker(Server):
     heartbeat_interval
         seconds between heartbeats (default: what the Center
         asks for; never more than that).
+    heartbeat_timeout
+        a Center that heartbeats (issue 8 and later) and from which nothing
+        arrived for this many seconds counts as gone: the worker keeps its
+        data, reconnects with backoff and registers again with every key.
+        Default ``DEFAULTS.heartbeat_timeout`` (5 s); None disables it.
+    contact_address
+        the address to register and print when it differs from the one
+        listened on (NAT, containers, a relay); port 0 means the bound port.
+        Default: the listening address, where ``0.0.0.0``/``::`` become the
+        local address that routes to the Center (`route_to`).
     connect_timeout
-        how long reaching the Center may take at start-up; also
+        how long one attempt to reach and register with the Center may take
+        (at start-up, and each reconnection attempt). Default
+        ``DEFAULTS.connect_timeout`` (5 s); also
         the bound on each ``who_has`` call to the Center during a fetch
         (connecting included) and on `update_data`'s wait for the Center's
         acknowledgement.
@@ -115,9 +127,11 @@ class Worker(Server):
         name: str | None = None,
         security=None,
         heartbeat_interval: float | None = None,
-        connect_timeout: float = 10.0,
+        heartbeat_timeout: float | None = DEFAULTS.heartbeat_timeout,
+        contact_address: str | None = None,
+        connect_timeout: float = DEFAULTS.connect_timeout,
         peer_connect_timeout: float = 3.0,
-        fetch_timeout: float = DEFAULT_TIMEOUTS.fetch_timeout,
+        fetch_timeout: float = DEFAULTS.fetch_timeout,
         batch_interval: float = 0.005,
         batch_size: int = 1000,
         limits=None,
@@ -139,6 +153,9 @@ class Worker(Server):
         if heartbeat_interval is not None and heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval!r}")
         self.connect_timeout = connect_timeout
+        self.contact_address = (
+            None if contact_address is None else normalize_address(contact_address)
+        )
         self.store = DataStore()
         self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="dworker-compute")
         self.pool = ConnectionPool(  # to peers
@@ -154,6 +171,7 @@ class Worker(Server):
             metrics=self._metrics,
             security=self.security,
             heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
             batch_interval=batch_interval,
             batch_size=batch_size,
             connect_timeout=connect_timeout,
@@ -181,19 +199,59 @@ class Worker(Server):
     # -- lifecycle ---------------------------------------------------------------
 
     def default_address(self) -> str:
-        """Where to listen when not told: port 0 on the interface that routes to
-        the Center, with the Center's scheme (``tls`` if it uses TLS)."""
+        """The address other nodes can reach this worker at, with port 0: the
+        local address of the interface that routes to the Center (no packet
+        is sent), with the Center's scheme (``tls`` if it uses TLS).
+
+        .. versionchanged:: issue 8
+           `start` no longer listens here but on all interfaces, and
+           advertises this address.
+        """
         scheme, host, _ = parse_address(self.center)
         return unparse_address(scheme, route_to(host), 0)
 
+    def listen_everywhere_address(self) -> str:
+        """All interfaces of the Center's address family, any port:
+        ``tcp://0.0.0.0:0`` (``tcp://[::]:0`` for an IPv6 Center)."""
+        scheme, host, _ = parse_address(self.center)
+        return unparse_address(scheme, "::" if ":" in host else "0.0.0.0", 0)
+
+    async def listen(self, address=0) -> None:
+        """Listen on `address`; ``self.address`` is then the address to advertise.
+
+        That is ``contact_address`` when given, else the bound address, where
+        ``0.0.0.0``/``::`` are replaced by `default_address`'s host.
+        ``self.listen_address`` keeps the bound one.
+        """
+        await super().listen(address)
+        self.listen_address = self.address
+        scheme, host, port = parse_address(self.address)
+        if self.contact_address is not None:
+            cscheme, chost, cport = parse_address(self.contact_address)
+            self.address = unparse_address(cscheme, chost, cport or port)
+        else:
+            requested = address if isinstance(address, int) else parse_address(address)[1]
+            if isinstance(requested, int) or requested in ("0.0.0.0", "::", ""):
+                self.address = unparse_address(
+                    scheme, route_to(parse_address(self.center)[1]), port
+                )
+        if self.address != self.listen_address:
+            logger.info(
+                "worker listening at %s, advertised as %s", self.listen_address, self.address
+            )
+
     async def start(self, address=None) -> Worker:
-        """Listen (on `address`, or `default_address`) and register with the Center.
+        """Listen (on `address`, or on all interfaces) and register with the Center.
 
         Raises `OSError` when the address cannot be bound and
         `distributed_core.CommClosedError` when the Center cannot be reached
         within ``connect_timeout``.
+
+        .. versionchanged:: issue 8
+           Without `address`, listens on all interfaces (it listened on
+           `default_address` only) and advertises `default_address`.
         """
-        await self.listen(self.default_address() if address is None else address)
+        await self.listen(self.listen_everywhere_address() if address is None else address)
         await self.register()
         return self
 
@@ -577,19 +635,29 @@ def _type_name(value) -> str:
 
 
 def route_to(host: str) -> str:
-    """The local IP address that routes to `host` (127.0.0.1 for loopback)."""
+    """The local IP address that routes to `host`, without sending a packet.
+
+    A UDP socket "connected" to `host` (no packet is sent for a UDP
+    connect) names the local address the kernel would use. Loopback and
+    unspecified hosts give loopback (``127.0.0.1``, ``::1`` for IPv6).
+
+    .. versionchanged:: issue 8
+       IPv6 hosts give the IPv6 address that routes to them.
+    """
+    v6 = ":" in host
+    loopback = "::1" if v6 else "127.0.0.1"
+    family = socket.AF_INET6 if v6 else socket.AF_INET
     try:
-        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)
         ip = infos[0][4][0]
-    except (OSError, IndexError):
-        return "127.0.0.1"
-    if ipaddress.ip_address(ip).is_loopback:
-        return "127.0.0.1"
-    if ip == "0.0.0.0":
-        return "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except (OSError, IndexError, ValueError):
+        return loopback
+    if addr.is_loopback or addr.is_unspecified:
+        return loopback
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
         try:
-            s.connect((ip, 9))  # no packet is sent for UDP connect
-            return s.getsockname()[0]
+            s.connect((infos[0][4][0], 9, *infos[0][4][2:]))  # no packet is sent for UDP connect
+            return s.getsockname()[0].split("%", 1)[0]
         except OSError:
-            return "127.0.0.1"
+            return loopback
