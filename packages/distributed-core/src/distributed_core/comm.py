@@ -26,9 +26,9 @@ from .buffers import new_bytearray, new_bytes
 from .errors import (
     AuthenticationError,
     CommClosedError,
+    CommTimeoutError,
     DecodeError,
     HandshakeError,
-    CommTimeoutError,
     ProtocolVersionError,
     RemoteProtocolError,
 )
