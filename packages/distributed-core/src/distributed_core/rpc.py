@@ -307,6 +307,9 @@ class rpc:
             if status == "OK":
                 return response.get("result")
             if status == "error":
+                if comm.pickle_refusal is not None:
+                    # from another Python: its pickled exception is not loaded
+                    response.pop("exception", None)
                 Failure.from_reply(response).reraise()
         return response
 

@@ -306,36 +306,34 @@ class Server:
             else:
                 response = {"status": "OK", "result": result}
             if reply and not comm.closed():
+                if comm.pickle_refusal is not None:
+                    # another Python: it cannot load our pickled exception
+                    response.pop("exception", None)
                 try:  # _reply inlined: one coroutine less per request
                     await comm.write(response)
+                except PythonVersionError as e:
+                    # the result would need pickles this peer cannot load
+                    text = f"the result of op {op!r} cannot be sent: {e}"
+                    logger.warning("%s", text)
+                    await self._reply(comm, _error(_PYTHON_VERSION_ERROR, text))
                 except LocalProtocolError as e:
                     await self._reply(comm, error_reply(e))
-                except PythonVersionError as e:
-                    # the result (or a pickled exception) cannot go to this peer
-                    if response.get("status") == "error":
-                        response.pop("exception", None)
-                        await self._reply(comm, response)
-                    else:
-                        text = f"the result of op {op!r} cannot be sent: {e}"
-                        logger.warning("%s", text)
-                        await self._reply(comm, _error(_PYTHON_VERSION_ERROR, text))
                 except CommClosedError:
                     comm.abort()
 
     async def _reply(self, comm: Comm, response) -> None:
+        if comm.pickle_refusal is not None and "exception" in response:
+            # another Python: it cannot load our pickled exception
+            response = {k: v for k, v in response.items() if k != "exception"}
         try:
             await comm.write(response)
-        except PythonVersionError:
-            # an error reply whose pickled exception this peer cannot load
-            if "exception" not in response:
-                raise
-            response = dict(response)
-            response.pop("exception", None)
-            await self._reply(comm, response)
         except LocalProtocolError as e:
             # the result could not be encoded: say so instead
+            failure = error_reply(e)
+            if comm.pickle_refusal is not None:
+                failure.pop("exception", None)
             try:
-                await comm.write(error_reply(e))
+                await comm.write(failure)
             except CommClosedError:
                 comm.abort()
         except CommClosedError:
