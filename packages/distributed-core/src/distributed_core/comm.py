@@ -261,11 +261,10 @@ class Comm:
         """
         if idle_timeout is not None:
             return await self._read_watched(limits, idle_timeout)
-        decoder = self.decoder
         if limits is not None:
-            saved, decoder.limits = decoder.limits, limits
+            return await self._read_limited(limits)
         try:
-            frames = await read_frames(self.stream, decoder)
+            frames = await read_frames(self.stream, self.decoder)
         except RemoteProtocolError:
             self.abort()
             raise
@@ -274,10 +273,15 @@ class Comm:
             # the hot path: that costs ~0.7 us per message on each side
             _raise_translated(e, "reading", self.peer_address)
             raise
+        return loads(frames, self.allow_pickle, refuse_pickle=self.pickle_refusal)
+
+    async def _read_limited(self, limits: Limits):
+        decoder = self.decoder
+        saved, decoder.limits = decoder.limits, limits
+        try:
+            return await self.read()
         finally:
-            if limits is not None:
-                decoder.limits = saved
-        return loads(frames, allow_pickle=self.allow_pickle, refuse_pickle=self.pickle_refusal)
+            decoder.limits = saved
 
     def _track_progress(self) -> list:
         """Note the time whenever bytes arrive (installed on first use)."""

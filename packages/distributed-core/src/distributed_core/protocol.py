@@ -164,6 +164,7 @@ class Decoder:
         self.wanted = 16  # bytes the current step still needs
         self.frames: list = []  # frames of the current message so far
         self._lengths: tuple[int, ...] = ()
+        self._single = False  # the current message is one frame in state BODY
 
     @property
     def limits(self) -> Limits:
@@ -210,27 +211,28 @@ class Decoder:
         ``None``. Raises :class:`RemoteProtocolError` on a framing
         violation (and on every call after one).
         """
-        if self._broken is not None:
-            raise self._broken
         n = len(data)
-        if n == self.wanted and not self._buf:
+        if n == self.wanted and not self._buf:  # never true once broken (wanted -1)
             state = self.state
-            if state == BODY and len(self._lengths) == 1:
+            if state == BODY and self._single:
                 # fast path, second half: the body of a one-frame message
-                self.frames.append(data)
-                return self._done()
+                self.state = HEAD
+                self.wanted = 16
+                self._received = 0
+                return [data]
             if state == HEAD:
                 # fast path, first half: a small one-frame message
                 count, first = _16.unpack(data)
                 if count == 1 and first <= self._small:
                     if first == 0:
-                        self.frames.append(b"")
-                        return self._done()
-                    self._lengths = (first,)
+                        return [b""]
+                    self._single = True
                     self._received = 16
                     self.state = BODY
                     self.wanted = first
                     return None
+        if self._broken is not None:
+            raise self._broken
         try:
             if n != self.wanted or self._buf:
                 if n > self.wanted:
@@ -247,6 +249,7 @@ class Decoder:
             return self._step(data)
         except RemoteProtocolError as e:
             self._broken = e
+            self.wanted = -1  # keeps receive() off its fast path
             self._buf = bytearray()
             self.frames = []
             self._received = 0
@@ -278,6 +281,9 @@ class Decoder:
         if state == LENGTHS:
             return self._plan(self._lengths + struct.unpack(f"<{len(data) // 8}Q", data))
         if state == BODY:
+            if self._single:  # set by receive()'s fast path, without _lengths
+                self.frames.append(data)
+                return self._done()
             frames, pos = self.frames, 0
             for length in self._lengths:
                 frames.append(data[pos : pos + length])
@@ -290,6 +296,7 @@ class Decoder:
     def _plan(self, lengths):
         total = check_lengths(lengths, self._limits)
         self._lengths = lengths
+        self._single = False
         if total <= SMALL:
             if total == 0:
                 self.frames.extend(b"" for _ in lengths)
