@@ -100,15 +100,17 @@ def expected(t: Timeouts) -> dict:
 
 
 @gen_test()
-async def test_keepalive_and_user_timeout_on_both_ends(wire):
+async def test_keepalive_and_user_timeout_on_both_ends(wire, transport):
     server_t = Timeouts(
         tcp_keepalive_idle=7, tcp_keepalive_interval=2, tcp_keepalive_count=4, tcp_user_timeout=12.5
     )
     client_t = Timeouts(
         tcp_keepalive_idle=3, tcp_keepalive_interval=1, tcp_keepalive_count=6, tcp_user_timeout=9
     )
-    async with serve({}, timeouts=server_t) as server:
-        comm = await connect(server.address, timeouts=client_t)
+    async with serve(
+        {}, transport.listen, security=transport.server_security, timeouts=server_t
+    ) as server:
+        comm = await connect(server.address, timeouts=client_t, security=transport.client_security)
         try:
             await wire.wait_until(lambda: server.comms, what="the server's side of the comm")
             (server_side,) = server.comms
@@ -190,9 +192,11 @@ async def test_rpc_idle_timeout_and_total_timeout_together():
 
 
 @gen_test()
-async def test_comm_read_idle_timeout_names_peer_and_seconds():
-    async with serve({"silent": _silent}) as server:
-        comm = await connect(server.address)
+async def test_comm_read_idle_timeout_names_peer_and_seconds(transport):
+    async with serve(
+        {"silent": _silent}, transport.listen, security=transport.server_security
+    ) as server:
+        comm = await connect(server.address, security=transport.client_security)
         try:
             await comm.write({"op": "silent"})
             with pytest.raises(CommTimeoutError) as info:
@@ -218,10 +222,12 @@ async def _trickle(comm, size):
 
 @pytest.mark.parametrize("size", [1000, 300_000], ids=["small-message", "large-frame"])
 @gen_test()
-async def test_idle_timeout_does_not_cut_a_transfer_that_keeps_flowing(size):
+async def test_idle_timeout_does_not_cut_a_transfer_that_keeps_flowing(size, transport):
     idle = 1.0  # less than the whole transfer (30 x 0.05 s), far more than a gap
-    async with serve({"trickle": _trickle}) as server:
-        comm = await connect(server.address)
+    async with serve(
+        {"trickle": _trickle}, transport.listen, security=transport.server_security
+    ) as server:
+        comm = await connect(server.address, security=transport.client_security)
         try:
             await comm.write({"op": "trickle", "size": size, "reply": False})
             msg = await comm.read(idle_timeout=idle)
