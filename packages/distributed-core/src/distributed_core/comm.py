@@ -121,7 +121,7 @@ async def read_frames(stream: IOStream, decoder: Decoder) -> list:
     after part of one raises ``StreamClosedError`` whose ``real_error`` is an
     ``EOFError`` saying so (translated by :func:`_translate` like any other).
 
-    .. versionchanged:: 1.1
+    .. versionchanged:: 0.2.0
        Takes a ``Decoder`` instead of ``Limits``.
     """
     frames = decoder.receive(await stream.read_bytes(16, partial=True))
@@ -255,7 +255,7 @@ class Comm:
         :class:`CommTimeoutError` raised. One timer per read checks the time
         of the last bytes received; nothing is added per chunk.
 
-        .. versionchanged:: 1.1
+        .. versionchanged:: 0.2.0
            ``idle_timeout``; pickles from another Python major.minor are
            refused.
         """
@@ -529,7 +529,7 @@ def set_tcp_options(sock, timeouts: Timeouts | None = None) -> None:
     default, no limit). Options the platform lacks are skipped. Applied to
     every connection by :func:`connect` and :class:`~distributed_core.Server`.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.2.0
     """
     t = timeouts or DEFAULTS
     if t.tcp_keepalive_idle is None or t.tcp_keepalive_idle <= 0:
@@ -575,7 +575,7 @@ async def connect(
     and the TCP keepalive / ``TCP_USER_TIMEOUT`` settings applied to the
     socket (:func:`set_tcp_options`).
 
-    .. versionchanged:: 1.1
+    .. versionchanged:: 0.2.0
        ``timeouts``; ``timeout`` defaults to ``timeouts.connect_timeout``
        (5 s) instead of 10 s; TCP keepalive and ``TCP_USER_TIMEOUT`` are set.
     """

@@ -34,7 +34,7 @@ class CommTimeoutError(CommClosedError, TimeoutError):
     gone) and a :class:`TimeoutError`; the message names the peer, the op
     when known, and the seconds.
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.2.0
     """
 
 
@@ -73,7 +73,7 @@ class PythonVersionError(DecodeError):
     as received, with ``None`` in place of each refused pickle (receiving
     side only).
 
-    .. versionadded:: 1.1
+    .. versionadded:: 0.2.0
     """
 
     def __init__(self, message: str, partial=None):

@@ -149,7 +149,7 @@ class Decoder:
     :class:`RemoteProtocolError`; the decoder is then unusable (the stream
     cannot be resynchronised).
 
-    .. versionchanged:: 1.1
+    .. versionchanged:: 0.2.0
        The production read path uses this class (``receive`` and
        ``receive_frame``); a frame count over the limit is refused once its
        8 bytes have arrived.

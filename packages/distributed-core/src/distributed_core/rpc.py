@@ -40,7 +40,7 @@ class ConnectionPool:
     ``connect_timeout`` and the TCP keepalive / ``TCP_USER_TIMEOUT`` settings
     of every connection it opens.
 
-    .. versionchanged:: 1.1
+    .. versionchanged:: 0.2.0
        ``timeouts``; ``connect_timeout`` defaults to
        ``timeouts.connect_timeout`` (5 s) instead of 10 s.
     """
@@ -207,7 +207,7 @@ class rpc:
     unpickled); so does a call whose arguments need pickling, before it is
     sent, once that server's version is known.
 
-    .. versionchanged:: 1.1
+    .. versionchanged:: 0.2.0
        ``idle_timeout`` and ``timeouts``; ``connect_timeout`` defaults to
        ``timeouts.connect_timeout`` (5 s) instead of 10 s.
     """

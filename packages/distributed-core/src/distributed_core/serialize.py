@@ -158,7 +158,7 @@ def dumps(msg, *, refuse_pickle: str | None = None) -> list:
     major.minor), a value that would need pickling raises
     :class:`PythonVersionError` naming the reason.
 
-    .. versionchanged:: 1.1
+    .. versionchanged:: 0.2.0
        ``refuse_pickle``.
     """
     if type(msg) is dict:
@@ -285,7 +285,7 @@ def loads(frames, allow_pickle: bool = True, *, refuse_pickle: str | None = None
     message with ``None`` for each pickle.
     Any malformed content raises :class:`DecodeError`.
 
-    .. versionchanged:: 1.1
+    .. versionchanged:: 0.2.0
        ``refuse_pickle``.
     """
     loader = _Loader(frames, allow_pickle, refuse_pickle)

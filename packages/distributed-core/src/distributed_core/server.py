@@ -94,7 +94,7 @@ class Server:
     (nothing is unpickled; the connection stays usable), and a result that
     would need pickling is replaced by such an error reply.
 
-    .. versionchanged:: 1.1
+    .. versionchanged:: 0.2.0
        ``timeouts``; TCP keepalive and ``TCP_USER_TIMEOUT`` on accepted
        connections; pickles refused across Python versions.
     """
