@@ -9,7 +9,13 @@ import tracemalloc
 import pytest
 
 from distributed_core import Decoder, Limits, LocalProtocolError, RemoteProtocolError
-from distributed_core.protocol import check_count, check_lengths, frame_header, pack_frames
+from distributed_core.protocol import (
+    SMALL,
+    check_count,
+    check_lengths,
+    frame_header,
+    pack_frames,
+)
 
 MESSAGES = [
     [b"hello"],
@@ -202,3 +208,81 @@ def test_handshake_limits_are_small():
     assert small.max_frames <= 4
     assert small.max_message_bytes <= 64 * 1024
     assert Limits().max_message_bytes > small.max_message_bytes
+
+
+# -- pull mode: what comm.read_frames drives on a socket ----------------------
+
+
+def pull(decoder: Decoder, data: bytes, large=bytearray):
+    """Drive ``decoder`` as the I/O layer does: read what it wants, large frames in place."""
+    from distributed_core.protocol import LARGE
+
+    out, pos = [], 0
+    while pos < len(data):
+        n = decoder.wanted
+        if decoder.state == LARGE:
+            buf = large(data[pos : pos + n])
+            msg = decoder.receive_frame(buf)
+        else:
+            msg = decoder.receive(data[pos : pos + n])
+        pos += n
+        if msg is not None:
+            out.append(msg)
+    return out
+
+
+PULL_MESSAGES = [
+    *MESSAGES,
+    [b"head", b"L" * (SMALL + 1), b"", b"s" * 100, b"M" * (3 * SMALL)],
+    [b"x" * (SMALL + 5)],
+    [b"x" * SMALL],
+]
+
+
+@pytest.mark.parametrize("frames", PULL_MESSAGES, ids=range(len(PULL_MESSAGES)))
+def test_pull_mode_gives_the_same_frames_as_feed(frames):
+    data = pack_frames(frames)
+    assert pull(Decoder(), data) == [frames]
+    assert Decoder().feed(data) == [frames]
+
+
+def test_pull_mode_hands_large_frames_over_without_copying():
+    from distributed_core.protocol import LARGE
+
+    big = bytearray(b"B" * (SMALL + 1))
+    data = pack_frames([b"head", big])
+    d = Decoder()
+    assert d.receive(data[:16]) is None
+    assert d.receive(data[16:24]) is None  # the second length
+    assert d.receive(data[24:28]) is None  # frame 0 (small)
+    assert d.state == LARGE and d.wanted == len(big) and d.frames == [b"head"]
+    msg = d.receive_frame(big)
+    assert msg[1] is big  # the very buffer the I/O layer filled
+    assert d.buffered == 0 and d.wanted == 16
+
+
+def test_pull_mode_refuses_a_wrong_sized_buffer():
+    d = Decoder()
+    with pytest.raises(ValueError, match="expects a frame"):
+        d.receive_frame(bytearray(10))
+    with pytest.raises(ValueError, match="only 16 were wanted"):
+        d.receive(b"\0" * 17)
+
+
+@pytest.mark.parametrize("count", [2**40, 0, 5])
+def test_count_over_the_limit_is_refused_at_8_bytes(count):
+    # the connection must close as soon as the count arrives, not wait for
+    # the 16-byte header (or a handshake deadline)
+    d = Decoder(Limits(max_frames=4))
+    with pytest.raises(RemoteProtocolError, match="frames"):
+        d.receive(struct.pack("<Q", count))
+    with pytest.raises(RemoteProtocolError):
+        d.receive(b"\0" * 8)
+
+
+def test_limits_can_change_between_messages():
+    d = Decoder()
+    assert d.feed(pack_frames([b"x" * 70_000])) == [[b"x" * 70_000]]
+    d.limits = Limits.handshake()
+    with pytest.raises(RemoteProtocolError, match="Limits.max_frame_bytes"):
+        d.feed(pack_frames([b"x" * 70_000]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import ssl
 import struct
@@ -25,25 +26,34 @@ from .buffers import new_bytearray, new_bytes
 from .errors import (
     AuthenticationError,
     CommClosedError,
+    CommTimeoutError,
     DecodeError,
     HandshakeError,
     ProtocolVersionError,
     RemoteProtocolError,
 )
-from .protocol import Limits, check_count, check_lengths, frame_header
+from .protocol import BODY, HEAD, LARGE, SMALL, Decoder, Limits, frame_header
 from .security import Security
 from .serialize import dumps, frame_kinds, loads
+from .timeouts import DEFAULTS, Timeouts
 
-__all__ = ["PROTOCOL_VERSION", "Comm", "connect", "read", "read_frames", "write", "write_frames"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Comm",
+    "connect",
+    "python_mismatch",
+    "read",
+    "read_frames",
+    "set_tcp_options",
+    "write",
+    "write_frames",
+]
 
 logger = logging.getLogger("distributed_core.comm")
 
 #: Wire protocol version ``(major, minor)``. Peers with different majors
 #: refuse each other at the handshake; minors only add optional fields.
 PROTOCOL_VERSION = (1, 0)
-
-#: Messages up to this size are read in one go and written as one buffer.
-SMALL = 64 * 1024
 
 _16 = struct.Struct("<QQ")
 
@@ -96,30 +106,47 @@ def alloc_frame(n: int):
 # -- framing on a stream -------------------------------------------------------
 
 
-async def read_frames(stream: IOStream, limits: Limits) -> list:
-    """Read one message's frames; lengths are checked before allocation.
+async def read_frames(stream: IOStream, decoder: Decoder) -> list:
+    """Read one message's frames from ``stream``, parsed by ``decoder``.
 
-    Large frames are read straight into preallocated ``bytearray``\\ s
+    :class:`~distributed_core.protocol.Decoder` is the only parser: this
+    loop just moves the bytes it asks for. Lengths are checked before
+    allocation, and a frame count over the limit is refused as soon as its
+    8 bytes arrive (header bytes are read with ``partial=True``). Frames
+    larger than ``SMALL`` are read straight into preallocated buffers
     (``read_into``), so tornado never buffers them and a message may be far
     larger than tornado's default 100 MB buffer.
 
     The stream closing before a message starts is a clean close; closing
     after part of one raises ``StreamClosedError`` whose ``real_error`` is an
     ``EOFError`` saying so (translated by :func:`_translate` like any other).
+
+    .. versionchanged:: 0.2.0
+       Takes a ``Decoder`` instead of ``Limits``.
     """
-    head = await stream.read_bytes(16, partial=True)
+    frames = decoder.receive(await stream.read_bytes(16, partial=True))
+    if frames is not None:
+        return frames
     try:
-        if len(head) == 16:
-            n, first = _16.unpack(head)
-            if (
-                n == 1
-                and first <= SMALL
-                and first <= limits.max_frame_bytes
-                and first <= limits.max_message_bytes
-            ):
-                # fast path: one small frame (every small message)
-                return [await stream.read_bytes(first) if first else b""]
-        return await _read_message(stream, limits, head)
+        if decoder.state == BODY:
+            # the common case: the rest of a message of at most SMALL bytes
+            frames = decoder.receive(await stream.read_bytes(decoder.wanted))
+            if frames is not None:
+                return frames
+        kinds = None
+        while frames is None:
+            state = decoder.state
+            if state == LARGE:
+                if kinds is None:
+                    # frame 0 says which large frames become bytes/bytearray values
+                    kinds = frame_kinds(decoder.frames[0]) if decoder.frames else {}
+                kind = kinds.get(len(decoder.frames))
+                frames = decoder.receive_frame(await _receive_large(stream, decoder.wanted, kind))
+            else:
+                frames = decoder.receive(
+                    await stream.read_bytes(decoder.wanted, partial=state == HEAD)
+                )
+        return frames
     except StreamClosedError as e:
         detail = f" ({e.real_error})" if e.real_error else ""
         raise StreamClosedError(
@@ -129,49 +156,19 @@ async def read_frames(stream: IOStream, limits: Limits) -> list:
         ) from None
 
 
-async def _read_message(stream: IOStream, limits: Limits, head: bytes) -> list:
-    if len(head) < 16:
-        head += await stream.read_bytes(16 - len(head))
-    n, first = _16.unpack(head)
-    check_count(n, limits)
-    if n == 1:
-        lengths = (first,)
-    else:
-        if 8 * (n - 1) > limits.max_message_bytes:
-            raise RemoteProtocolError(f"peer sent a header for {n} frames; too large")
-        rest = struct.unpack(f"<{n - 1}Q", await stream.read_bytes(8 * (n - 1)))
-        lengths = (first, *rest)
-    total = check_lengths(lengths, limits)
-    if total <= SMALL:
-        if n == 1:
-            return [await stream.read_bytes(total) if total else b""]
-        data = await stream.read_bytes(total) if total else b""
-        frames, pos = [], 0
-        for length in lengths:
-            frames.append(data[pos : pos + length])
-            pos += length
-        return frames
-    frames = []
-    kinds = None
-    for i, length in enumerate(lengths):
-        if length == 0:
-            frames.append(b"")
-        elif length <= SMALL:
-            frames.append(await stream.read_bytes(length))
-        else:
-            if kinds is None:
-                kinds = frame_kinds(frames[0]) if frames else {}
-            if kinds.get(i) == 0:  # will be a bytes value: receive straight into bytes
-                buf, view = new_bytes(length)
-                if buf is not None:
-                    await stream.read_into(view)
-                    view.release()
-                    frames.append(buf)
-                    continue
-            buf = new_bytearray(length) if kinds.get(i) == 1 else alloc_frame(length)
-            await stream.read_into(buf)
-            frames.append(buf)
-    return frames
+async def _receive_large(stream: IOStream, length: int, kind):
+    """Receive one large frame in place, into the type it will be used as."""
+    if kind == 0:  # will be a bytes value: receive straight into bytes
+        buf, view = new_bytes(length)
+        if buf is not None:
+            try:
+                await stream.read_into(view)
+            finally:
+                view.release()
+            return buf
+    buf = new_bytearray(length) if kind == 1 else alloc_frame(length)
+    await stream.read_into(buf)
+    return buf
 
 
 async def write_frames(stream: IOStream, frames) -> int:
@@ -206,17 +203,32 @@ class Comm:
     ``await comm.read()`` returns the next message; ``await comm.write(msg)``
     sends one. ``peer_address``/``local_address`` are ``scheme://host:port``;
     ``peer_info`` is the peer's hello (versions, name). Pickled values are
-    accepted only once the handshake succeeded (``comm.allow_pickle``).
+    accepted only once the handshake succeeded (``comm.allow_pickle``), and
+    never exchanged with a peer whose Python major.minor differs from ours
+    (``comm.pickle_refusal`` then says why; see :class:`PythonVersionError`).
     """
 
     def __init__(self, stream: IOStream, local_address: str, peer_address: str, limits: Limits):
         self.stream = stream
         self.local_address = local_address
         self.peer_address = peer_address
-        self.limits = limits
+        self.decoder = Decoder(limits)
         self.peer_info: dict = {}
         self.allow_pickle = False
+        #: Why pickles cannot be exchanged with this peer (its Python
+        #: major.minor differs from ours), or ``None``. Set by the handshake.
+        self.pickle_refusal: str | None = None
         self.name = None
+        self._progress: list | None = None  # [loop time of the last bytes received]
+
+    @property
+    def limits(self) -> Limits:
+        """The :class:`Limits` messages read on this connection are held to."""
+        return self.decoder.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.decoder.limits = limits
 
     def __repr__(self) -> str:
         state = "closed" if self.closed() else "open"
@@ -226,16 +238,33 @@ class Comm:
         """Whether the connection is closed (by either side)."""
         return self.stream.closed()
 
-    async def read(self, limits: Limits | None = None):
+    async def read(self, limits: Limits | None = None, *, idle_timeout: float | None = None):
         """Read and decode the next message.
 
         Raises :class:`CommClosedError` when the peer went away,
         :class:`RemoteProtocolError` (after closing the connection) on a
         framing violation, and :class:`DecodeError` (connection still usable)
-        when well-framed content cannot be decoded.
+        when well-framed content cannot be decoded, e.g.
+        :class:`PythonVersionError` for pickles from a peer running another
+        Python major.minor (nothing is unpickled then).
+
+        ``idle_timeout`` (seconds) bounds how long the read may go without
+        receiving *any* bytes, however long the whole message takes: a large
+        transfer that keeps flowing is not cut, a peer that goes silent is
+        noticed after ``idle_timeout`` s. The connection is then closed and
+        :class:`CommTimeoutError` raised. One timer per read checks the time
+        of the last bytes received; nothing is added per chunk.
+
+        .. versionchanged:: 0.2.0
+           ``idle_timeout``; pickles from another Python major.minor are
+           refused.
         """
+        if idle_timeout is not None:
+            return await self._read_watched(limits, idle_timeout)
+        if limits is not None:
+            return await self._read_limited(limits)
         try:
-            frames = await read_frames(self.stream, limits or self.limits)
+            frames = await read_frames(self.stream, self.decoder)
         except RemoteProtocolError:
             self.abort()
             raise
@@ -244,11 +273,70 @@ class Comm:
             # the hot path: that costs ~0.7 us per message on each side
             _raise_translated(e, "reading", self.peer_address)
             raise
-        return loads(frames, allow_pickle=self.allow_pickle)
+        return loads(frames, self.allow_pickle, refuse_pickle=self.pickle_refusal)
+
+    async def _read_limited(self, limits: Limits):
+        decoder = self.decoder
+        saved, decoder.limits = decoder.limits, limits
+        try:
+            return await self.read()
+        finally:
+            decoder.limits = saved
+
+    def _track_progress(self) -> list:
+        """Note the time whenever bytes arrive (installed on first use)."""
+        progress = self._progress
+        if progress is None:
+            progress = self._progress = [0.0]
+            inner = self.stream.read_from_fd
+            clock = asyncio.get_running_loop().time
+
+            def read_from_fd(buf):
+                n = inner(buf)
+                if n:
+                    progress[0] = clock()
+                return n
+
+            # tornado calls self.read_from_fd for every recv (plain and TLS)
+            self.stream.read_from_fd = read_from_fd
+        return progress
+
+    async def _read_watched(self, limits: Limits | None, idle_timeout: float):
+        if idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds, got {idle_timeout!r}")
+        progress = self._track_progress()
+        loop = asyncio.get_running_loop()
+        progress[0] = loop.time()
+        watch = [None, False]  # timer handle, expired
+
+        def check():
+            if loop.time() - progress[0] >= idle_timeout:
+                watch[1] = True
+                self.abort()
+            else:
+                watch[0] = loop.call_at(progress[0] + idle_timeout, check)
+
+        watch[0] = loop.call_later(idle_timeout, check)
+        try:
+            return await self.read(limits)
+        except CommClosedError:
+            if watch[1]:
+                raise CommTimeoutError(
+                    f"{self.peer_address} sent nothing for {idle_timeout}s while this side "
+                    "was reading a message (idle_timeout); the connection was closed"
+                ) from None
+            raise
+        finally:
+            watch[0].cancel()
 
     async def write(self, msg) -> int:
-        """Encode and send one message; returns the bytes written."""
-        frames = dumps(msg)
+        """Encode and send one message; returns the bytes written.
+
+        A message that needs pickles raises :class:`PythonVersionError`
+        before anything is sent if the peer runs another Python
+        major.minor (the connection stays usable).
+        """
+        frames = dumps(msg, refuse_pickle=self.pickle_refusal)
         try:
             return await write_frames(self.stream, frames)
         except Exception as e:
@@ -304,6 +392,7 @@ class Comm:
             )
         self.peer_info = peer
         _check_version(peer, self.peer_address)
+        self.pickle_refusal = python_mismatch(peer.get("python"), self.peer_address)
         peer_nonce = peer.get("nonce")
         peer_auth = bool(peer.get("auth"))
         if security.secret is not None:
@@ -338,6 +427,30 @@ class Comm:
 def _short(obj, n=80) -> str:
     r = repr(obj)
     return r if len(r) <= n else r[:n] + "..."
+
+
+def python_mismatch(peer_python, peer_address: str) -> str | None:
+    """Why pickles cannot be exchanged with a peer running ``peer_python``.
+
+    ``None`` when its major.minor equals ours, or when the hello did not say
+    (a peer that does not say is trusted, as before). Bytecode and pickled
+    code differ between Python minor versions: unpickling a function from
+    another one fails with ``SystemError: unknown opcode`` or crashes the
+    process, so no pickle is exchanged at all.
+    """
+    if not isinstance(peer_python, str):
+        return None
+    try:
+        major, minor = (int(x) for x in peer_python.split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) == sys.version_info[:2]:
+        return None
+    return (
+        f"peer {peer_address} runs Python {major}.{minor}, this process "
+        f"{sys.version_info[0]}.{sys.version_info[1]}: pickled objects cannot be exchanged "
+        "between different Python versions; use the same Python major.minor on every node"
+    )
 
 
 def _check_version(peer: dict, peer_address: str) -> None:
@@ -403,21 +516,74 @@ def stream_addresses(stream: IOStream, scheme: str) -> tuple[str, str]:
     return unparse_address(scheme, local[0], local[1]), unparse_address(scheme, peer[0], peer[1])
 
 
+def set_tcp_options(sock, timeouts: Timeouts | None = None) -> None:
+    """TCP keepalive and ``TCP_USER_TIMEOUT`` on a connected socket.
+
+    From ``timeouts`` (default :data:`~distributed_core.timeouts.DEFAULTS`):
+    ``SO_KEEPALIVE`` with probes after ``tcp_keepalive_idle`` s of silence,
+    every ``tcp_keepalive_interval`` s, the connection dropped after
+    ``tcp_keepalive_count`` unanswered ones (seconds rounded up to whole
+    seconds, at least 1); ``tcp_keepalive_idle <= 0`` turns keepalive off.
+    ``TCP_USER_TIMEOUT`` (Linux) closes a connection whose written data
+    stays unacknowledged for ``tcp_user_timeout`` s (0 leaves the kernel's
+    default, no limit). Options the platform lacks are skipped. Applied to
+    every connection by :func:`connect` and :class:`~distributed_core.Server`.
+
+    .. versionadded:: 0.2.0
+    """
+    t = timeouts or DEFAULTS
+    if t.tcp_keepalive_idle is None or t.tcp_keepalive_idle <= 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        # TCP_KEEPIDLE on Linux, TCP_KEEPALIVE on macOS
+        idle_opt = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+        for opt, value in (
+            (idle_opt, t.tcp_keepalive_idle),
+            (getattr(socket, "TCP_KEEPINTVL", None), t.tcp_keepalive_interval),
+            (getattr(socket, "TCP_KEEPCNT", None), t.tcp_keepalive_count),
+        ):
+            if opt is not None and value is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, opt, max(1, math.ceil(value)))
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None and t.tcp_user_timeout is not None:
+        sock.setsockopt(
+            socket.IPPROTO_TCP, user_timeout, max(0, math.ceil(t.tcp_user_timeout * 1000))
+        )
+
+
 async def connect(
     address,
-    timeout: float = 10,
+    timeout: float | None = None,
     security: Security | None = None,
     name=None,
     limits: Limits | None = None,
+    *,
+    timeouts: Timeouts | None = None,
 ) -> Comm:
     """Open a connection to ``address`` and perform the handshake.
 
     Refused connections are retried with backoff until ``timeout`` seconds
-    have passed, then :class:`CommClosedError` names the address. Handshake
-    failures (version, authentication) are raised at once.
+    have passed (default ``timeouts.connect_timeout``), then
+    :class:`CommClosedError` names the address and the seconds; so does a
+    host that never answers (SYN dropped). The handshake is bounded by what
+    is left of ``timeout``, at least 1 s. Handshake failures (version,
+    authentication) are raised at once.
+
+    ``timeouts`` (:class:`~distributed_core.timeouts.Timeouts`, default
+    :data:`~distributed_core.timeouts.DEFAULTS`) gives ``connect_timeout``
+    and the TCP keepalive / ``TCP_USER_TIMEOUT`` settings applied to the
+    socket (:func:`set_tcp_options`).
+
+    .. versionchanged:: 0.2.0
+       ``timeouts``; ``timeout`` defaults to ``timeouts.connect_timeout``
+       (5 s) instead of 10 s; TCP keepalive and ``TCP_USER_TIMEOUT`` are set.
     """
     address = normalize_address(address)
     scheme, host, port = parse_address(address)
+    timeouts = timeouts or DEFAULTS
+    if timeout is None:
+        timeout = timeouts.connect_timeout
     limits = limits or Limits()
     ssl_ctx = None
     if scheme == "tls":
@@ -446,23 +612,31 @@ async def connect(
                     "check Security(tls_ca_file=...) names the CA that signed its certificate"
                 ) from None
             if isinstance(e, socket.gaierror) or time.monotonic() >= deadline:
-                detail = "timed out" if isinstance(e, asyncio.TimeoutError) else str(e)
+                detail = (
+                    "timed out (the host did not answer)"
+                    if isinstance(e, asyncio.TimeoutError)
+                    else str(e)
+                )
                 raise CommClosedError(
-                    f"could not connect to {address} within {timeout}s: {detail}"
+                    f"could not connect to {address} within {timeout}s (connect_timeout): {detail}"
                 ) from None
             await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0)))
             delay = min(delay * 2, 0.5)
     stream.set_nodelay(True)
+    try:
+        set_tcp_options(stream.socket, timeouts)
+    except (OSError, AttributeError):  # closed already: the handshake reports it
+        pass
     local, peer = stream_addresses(stream, scheme)
     comm = Comm(stream, local, address, limits)
+    hello_timeout = max(deadline - time.monotonic(), 1)
     try:
-        await asyncio.wait_for(
-            comm.handshake("connector", security, name), timeout=max(deadline - time.monotonic(), 1)
-        )
+        await asyncio.wait_for(comm.handshake("connector", security, name), timeout=hello_timeout)
     except asyncio.TimeoutError:
         comm.abort()
         raise CommClosedError(
-            f"{address} accepted the connection but did not answer the hello"
+            f"{address} accepted the connection but did not answer the hello within "
+            f"{hello_timeout:.3g}s (connect_timeout {timeout}s)"
         ) from None
     except BaseException:
         comm.abort()

@@ -10,11 +10,13 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "CommClosedError",
+    "CommTimeoutError",
     "DecodeError",
     "HandshakeError",
     "LocalProtocolError",
     "ProtocolError",
     "ProtocolVersionError",
+    "PythonVersionError",
     "RemoteError",
     "RemoteProtocolError",
     "RemoteTraceback",
@@ -23,6 +25,17 @@ __all__ = [
 
 class CommClosedError(ConnectionError):
     """The connection is closed or was lost (refused, reset, EOF mid-message)."""
+
+
+class CommTimeoutError(CommClosedError, TimeoutError):
+    """A peer sent nothing for longer than a read's ``idle_timeout``.
+
+    The connection was closed. A :class:`CommClosedError` (the connection is
+    gone) and a :class:`TimeoutError`; the message names the peer, the op
+    when known, and the seconds.
+
+    .. versionadded:: 0.2.0
+    """
 
 
 class ProtocolError(Exception):
@@ -47,6 +60,25 @@ class DecodeError(RemoteProtocolError):
     Unlike a framing violation the stream is still in sync, so a server
     answers with an error reply and keeps the connection.
     """
+
+
+class PythonVersionError(DecodeError):
+    """Pickles cannot be exchanged with a peer running another Python major.minor.
+
+    Raised when such a peer sent a pickled value, before anything is
+    unpickled (the rest of the message is decoded; the stream stays in sync
+    and the connection usable), and when this side was about to send one to
+    such a peer, before anything is sent. The message names both versions.
+    Plain msgpack data (no pickles) still flows. ``partial`` is the message
+    as received, with ``None`` in place of each refused pickle (receiving
+    side only).
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, message: str, partial=None):
+        super().__init__(message)
+        self.partial = partial
 
 
 class HandshakeError(ConnectionError):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import builtins
 import traceback as _tb
 
+from . import errors
 from .errors import RemoteError, RemoteTraceback
 from .serialize import pickle_dumps, pickle_loads
 
 __all__ = ["Failure", "error_reply"]
+
+
+_OURS = "distributed_core.errors."
 
 
 def _type_name(exc_type) -> str:
@@ -65,6 +69,10 @@ class Failure:
                 exc = None
         if not isinstance(exc, BaseException):
             builtin = getattr(builtins, self.type_name, None)
+            if builtin is None and self.type_name.startswith(_OURS):
+                # our own errors are rebuilt without a pickle (e.g. for a peer
+                # running another Python, which gets no pickles)
+                builtin = getattr(errors, self.type_name[len(_OURS) :], None)
             if isinstance(builtin, type) and issubclass(builtin, Exception):
                 exc = builtin(self.message)
             else:

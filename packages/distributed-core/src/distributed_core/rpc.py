@@ -15,10 +15,11 @@ from collections import defaultdict, deque
 
 from .addresses import normalize_address
 from .comm import Comm, connect
-from .errors import CommClosedError
+from .errors import CommClosedError, CommTimeoutError, DecodeError
 from .failure import Failure
 from .protocol import Limits
 from .security import Security
+from .timeouts import DEFAULTS, Timeouts
 
 __all__ = ["ConnectionPool", "rpc"]
 
@@ -33,21 +34,35 @@ class ConnectionPool:
     ``pool.discard(comm)`` if it is broken). Concurrent callers get separate
     connections; when ``limit`` connections are open, an idle one to another
     address is closed, or the caller waits for one to be released.
+
+    ``timeouts`` (:class:`~distributed_core.timeouts.Timeouts`, default
+    :data:`~distributed_core.timeouts.DEFAULTS`) gives the default
+    ``connect_timeout`` and the TCP keepalive / ``TCP_USER_TIMEOUT`` settings
+    of every connection it opens.
+
+    .. versionchanged:: 0.2.0
+       ``timeouts``; ``connect_timeout`` defaults to
+       ``timeouts.connect_timeout`` (5 s) instead of 10 s.
     """
 
     def __init__(
         self,
         limit: int = 512,
         security: Security | None = None,
-        connect_timeout: float = 10,
+        connect_timeout: float | None = None,
         name: str | None = None,
         limits: Limits | None = None,
+        *,
+        timeouts: Timeouts | None = None,
     ):
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.limit = limit
         self.security = security
-        self.connect_timeout = connect_timeout
+        self.timeouts = timeouts or DEFAULTS
+        self.connect_timeout = (
+            self.timeouts.connect_timeout if connect_timeout is None else connect_timeout
+        )
         self.name = name
         self.limits = limits
         self._idle: dict[str, deque[Comm]] = defaultdict(deque)
@@ -114,6 +129,7 @@ class ConnectionPool:
                 security=self.security,
                 name=self.name,
                 limits=self.limits,
+                timeouts=self.timeouts,
             )
         finally:
             self._connecting -= 1
@@ -178,6 +194,22 @@ class rpc:
     be rebuilt (else :class:`RemoteError`), with the remote traceback as
     ``__cause__``. ``timeout`` bounds each call (the connection it used is
     then closed). Several ``rpc`` objects can share a ``pool``.
+
+    ``idle_timeout`` bounds how long a call's reply may go without *any*
+    bytes arriving (a large reply that keeps flowing is not cut): after that
+    the connection is discarded and :class:`CommTimeoutError` names the op,
+    the address and the seconds. ``timeouts`` (and ``connect_timeout``)
+    configure the connections of the pool this proxy creates (ignored with
+    ``pool=``, which has its own); see :class:`ConnectionPool`.
+
+    A reply holding pickles from a server running another Python
+    major.minor raises :class:`PythonVersionError` here (nothing is
+    unpickled); so does a call whose arguments need pickling, before it is
+    sent, once that server's version is known.
+
+    .. versionchanged:: 0.2.0
+       ``idle_timeout`` and ``timeouts``; ``connect_timeout`` defaults to
+       ``timeouts.connect_timeout`` (5 s) instead of 10 s.
     """
 
     def __init__(
@@ -188,14 +220,23 @@ class rpc:
         timeout: float | None = None,
         pool: ConnectionPool | None = None,
         connection_limit: int = 512,
-        connect_timeout: float = 10,
+        connect_timeout: float | None = None,
         name: str | None = None,
+        idle_timeout: float | None = None,
+        timeouts: Timeouts | None = None,
     ):
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds, got {idle_timeout!r}")
         self.address = normalize_address(address)
         self.timeout = timeout
+        self.idle_timeout = idle_timeout
         self._own_pool = pool is None
         self.pool = pool or ConnectionPool(
-            connection_limit, security=security, connect_timeout=connect_timeout, name=name
+            connection_limit,
+            security=security,
+            connect_timeout=connect_timeout,
+            name=name,
+            timeouts=timeouts,
         )
         self._ops: dict = {}
 
@@ -229,9 +270,22 @@ class rpc:
             try:
                 if self.timeout is None:
                     await comm.write(msg)
-                    response = await comm.read()
+                    response = await comm.read(idle_timeout=self.idle_timeout)
                 else:
-                    response = await asyncio.wait_for(self._roundtrip(comm, msg), self.timeout)
+                    response = await asyncio.wait_for(
+                        self._roundtrip(comm, msg, self.idle_timeout), self.timeout
+                    )
+            except CommTimeoutError:
+                self.pool.discard(comm)
+                raise CommTimeoutError(
+                    f"op {op!r} to {self.address} received nothing for {self.idle_timeout}s "
+                    "while waiting for its reply (idle_timeout); the connection was discarded"
+                ) from None
+            except DecodeError:
+                # the reply could not be decoded (e.g. PythonVersionError), or
+                # the request could not be encoded: the stream is in sync
+                self.pool.release(comm)
+                raise
             except CommClosedError:
                 self.pool.discard(comm)
                 if reused and attempt == 0:
@@ -253,6 +307,9 @@ class rpc:
             if status == "OK":
                 return response.get("result")
             if status == "error":
+                if comm.pickle_refusal is not None:
+                    # from another Python: its pickled exception is not loaded
+                    response.pop("exception", None)
                 Failure.from_reply(response).reraise()
         return response
 
@@ -267,9 +324,9 @@ class rpc:
         self.pool.release(comm)
 
     @staticmethod
-    async def _roundtrip(comm, msg):
+    async def _roundtrip(comm, msg, idle_timeout=None):
         await comm.write(msg)
-        return await comm.read()
+        return await comm.read(idle_timeout=idle_timeout)
 
     async def close_rpc(self) -> None:
         """Close this proxy's connections (the pool too, if it owns it)."""

@@ -31,7 +31,7 @@ import pickle
 import cloudpickle
 import msgpack
 
-from .errors import DecodeError, LocalProtocolError
+from .errors import DecodeError, LocalProtocolError, PythonVersionError
 
 __all__ = ["OOB_THRESHOLD", "dumps", "loads", "pickle_dumps", "pickle_loads"]
 
@@ -90,11 +90,12 @@ def pickle_loads(data, buffers=()):
 
 
 class _Encoder:
-    __slots__ = ("frames", "depth")
+    __slots__ = ("frames", "depth", "refuse_pickle")
 
-    def __init__(self):
+    def __init__(self, refuse_pickle=None):
         self.frames = [b""]  # frame 0 filled in at the end
         self.depth = 0  # extension types around the object being encoded
+        self.refuse_pickle = refuse_pickle
 
     def _frame(self, buf) -> int:
         self.frames.append(buf)
@@ -132,6 +133,11 @@ class _Encoder:
         return self.pickled(obj)
 
     def pickled(self, obj):
+        if self.refuse_pickle is not None:
+            raise PythonVersionError(
+                f"cannot send an object of type {type(obj).__module__}."
+                f"{type(obj).__qualname__} (it would be pickled): {self.refuse_pickle}"
+            )
         buffers = []
         try:
             data = pickle_dumps(obj, buffer_callback=buffers.append)
@@ -145,8 +151,16 @@ class _Encoder:
         return _ExtType(EXT_PICKLE, _packb([head, indices]))
 
 
-def dumps(msg) -> list:
-    """Encode ``msg`` into frames (frame 0 msgpack, then out-of-band buffers)."""
+def dumps(msg, *, refuse_pickle: str | None = None) -> list:
+    """Encode ``msg`` into frames (frame 0 msgpack, then out-of-band buffers).
+
+    With ``refuse_pickle`` (a reason, e.g. the peer runs another Python
+    major.minor), a value that would need pickling raises
+    :class:`PythonVersionError` naming the reason.
+
+    .. versionchanged:: 0.2.0
+       ``refuse_pickle``.
+    """
     if type(msg) is dict:
         # fast path: a flat dict of str/int/float/bool/None (most control
         # messages) is plain msgpack; anything else takes the encoder
@@ -158,7 +172,7 @@ def dumps(msg) -> list:
                 return [_packb(msg)]
             except OverflowError:
                 pass  # an int beyond 64 bits: the encoder pickles it
-    enc = _Encoder()
+    enc = _Encoder(refuse_pickle)
     try:
         enc.frames[0] = _packb(enc.enc(msg))
     except (ValueError, OverflowError, TypeError, RecursionError) as e:
@@ -172,12 +186,14 @@ class _Loader:
     to each other form a reference cycle that kept every received message's
     frames alive until the next full garbage collection."""
 
-    __slots__ = ("frames", "allow_pickle", "depth")
+    __slots__ = ("frames", "allow_pickle", "depth", "refuse_pickle", "refused")
 
-    def __init__(self, frames, allow_pickle):
+    def __init__(self, frames, allow_pickle, refuse_pickle=None):
         self.frames = frames
         self.allow_pickle = allow_pickle
         self.depth = 0
+        self.refuse_pickle = refuse_pickle
+        self.refused = 0  # pickles refused (refuse_pickle)
 
     def frame(self, i):
         n = len(self.frames)
@@ -220,6 +236,11 @@ class _Loader:
                     "peer sent a pickled object on a connection that is not "
                     "authenticated; refusing to unpickle it"
                 )
+            if self.refuse_pickle is not None:
+                # refused unread: nothing is unpickled; decoding goes on so
+                # that a server can still see the op and whether to reply
+                self.refused += 1
+                return None
             head, indices = self.unpack(data)
             if type(head) is int:
                 head = self.frame(head)
@@ -253,16 +274,30 @@ def frame_kinds(head) -> dict:
     return kinds
 
 
-def loads(frames, allow_pickle: bool = True):
+def loads(frames, allow_pickle: bool = True, *, refuse_pickle: str | None = None):
     """Decode frames produced by :func:`dumps`.
 
     With ``allow_pickle=False`` (unauthenticated peers, handshakes) a pickled
-    value raises :class:`DecodeError` instead of being unpickled.
+    value raises :class:`DecodeError` instead of being unpickled. With
+    ``refuse_pickle`` (a reason: the peer runs another Python major.minor),
+    a message holding pickles raises :class:`PythonVersionError` naming
+    the reason; nothing is unpickled, and the error's ``partial`` is the
+    message with ``None`` for each pickle.
     Any malformed content raises :class:`DecodeError`.
+
+    .. versionchanged:: 0.2.0
+       ``refuse_pickle``.
     """
-    loader = _Loader(frames, allow_pickle)
+    loader = _Loader(frames, allow_pickle, refuse_pickle)
     try:
-        return loader.unpack(frames[0])
+        msg = loader.unpack(frames[0])
+        if loader.refused:
+            raise PythonVersionError(
+                f"refused a message holding {loader.refused} pickled value(s), "
+                f"nothing was unpickled: {refuse_pickle}",
+                partial=msg,
+            )
+        return msg
     except DecodeError:
         raise
     except Exception as e:

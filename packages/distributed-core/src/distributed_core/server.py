@@ -25,16 +25,26 @@ from tornado.tcpserver import TCPServer
 
 from ._version import __version__
 from .addresses import parse_address, unparse_address
-from .comm import PROTOCOL_VERSION, Comm, stream_addresses
-from .errors import CommClosedError, DecodeError, HandshakeError, LocalProtocolError, ProtocolError
+from .comm import PROTOCOL_VERSION, Comm, set_tcp_options, stream_addresses
+from .errors import (
+    CommClosedError,
+    DecodeError,
+    HandshakeError,
+    LocalProtocolError,
+    ProtocolError,
+    PythonVersionError,
+)
 from .failure import Failure, error_reply
 from .netinfo import default_ip
 from .protocol import Limits
 from .security import Security
+from .timeouts import DEFAULTS, Timeouts
 
 __all__ = ["Server"]
 
 logger = logging.getLogger("distributed_core.server")
+
+_PYTHON_VERSION_ERROR = "distributed_core.errors.PythonVersionError"
 
 #: handler results that are certainly not awaitable (skips inspect.isawaitable)
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict, list, tuple})
@@ -75,6 +85,19 @@ class Server:
     allow_pickle
         accept pickled values from authenticated peers (default).
         ``False`` for servers that never need user objects.
+    timeouts
+        :class:`~distributed_core.timeouts.Timeouts` (default
+        :data:`~distributed_core.timeouts.DEFAULTS`): the TCP keepalive and
+        ``TCP_USER_TIMEOUT`` settings of every accepted connection.
+
+    Peers running another Python major.minor exchange no pickles with it: a
+    request holding pickles gets an error reply naming both versions
+    (nothing is unpickled; the connection stays usable), and a result that
+    would need pickling is replaced by such an error reply.
+
+    .. versionchanged:: 0.2.0
+       ``timeouts``; TCP keepalive and ``TCP_USER_TIMEOUT`` on accepted
+       connections; pickles refused across Python versions.
     """
 
     def __init__(
@@ -86,6 +109,7 @@ class Server:
         limits: Limits | None = None,
         handshake_timeout: float = 10,
         allow_pickle: bool = True,
+        timeouts: Timeouts | None = None,
     ):
         self.handlers = {
             "ping": _ping,
@@ -100,6 +124,7 @@ class Server:
         self.limits = limits or Limits()
         self.handshake_timeout = handshake_timeout
         self.allow_pickle = allow_pickle
+        self.timeouts = timeouts or DEFAULTS
         self.address: str | None = None
         self.comms: set[Comm] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -181,6 +206,10 @@ class Server:
     async def _handle_stream(self, stream) -> None:
         scheme = parse_address(self.address)[0]
         stream.set_nodelay(True)
+        try:
+            set_tcp_options(stream.socket, self.timeouts)
+        except (OSError, AttributeError):  # closed already: the handshake notices
+            pass
         local, peer = stream_addresses(stream, scheme)
         comm = Comm(stream, local, peer, self.limits)
         self.comms.add(comm)
@@ -218,6 +247,14 @@ class Server:
         while not comm.closed():
             try:
                 msg = await comm.read()
+            except PythonVersionError as e:
+                partial = e.partial if type(e.partial) is dict else {}
+                op = partial.get("op")
+                logger.warning("refused pickles in op %r from %s: %s", op, peer, e)
+                if partial.get("reply", True) is not False:
+                    text = f"op {op!r}: {e}" if isinstance(op, str) else str(e)
+                    await self._reply(comm, _error(_PYTHON_VERSION_ERROR, text))
+                continue
             except DecodeError as e:
                 logger.warning("bad message from %s: %s", peer, e)
                 await self._reply(comm, _error("DecodeError", str(e)))
@@ -271,20 +308,34 @@ class Server:
             else:
                 response = {"status": "OK", "result": result}
             if reply and not comm.closed():
+                if comm.pickle_refusal is not None:
+                    # another Python: it cannot load our pickled exception
+                    response.pop("exception", None)
                 try:  # _reply inlined: one coroutine less per request
                     await comm.write(response)
+                except PythonVersionError as e:
+                    # the result would need pickles this peer cannot load
+                    text = f"the result of op {op!r} cannot be sent: {e}"
+                    logger.warning("%s", text)
+                    await self._reply(comm, _error(_PYTHON_VERSION_ERROR, text))
                 except LocalProtocolError as e:
                     await self._reply(comm, error_reply(e))
                 except CommClosedError:
                     comm.abort()
 
     async def _reply(self, comm: Comm, response) -> None:
+        if comm.pickle_refusal is not None and "exception" in response:
+            # another Python: it cannot load our pickled exception
+            response = {k: v for k, v in response.items() if k != "exception"}
         try:
             await comm.write(response)
         except LocalProtocolError as e:
             # the result could not be encoded: say so instead
+            failure = error_reply(e)
+            if comm.pickle_refusal is not None:
+                failure.pop("exception", None)
             try:
-                await comm.write(error_reply(e))
+                await comm.write(failure)
             except CommClosedError:
                 comm.abort()
         except CommClosedError:
