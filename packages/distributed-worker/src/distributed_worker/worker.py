@@ -506,16 +506,13 @@ class Worker(Server):
     async def _get_from_peer(self, address: str, keys: list) -> dict:
         """``get_data`` from the holder at `address`, bounded in time.
 
-        Connecting is bounded by ``peer_connect_timeout`` (the pool's), the
-        reply by ``fetch_timeout``: after it the connection is discarded and
-        `FetchTimeoutError` is raised (the holder counts as failed).
+        Connecting is bounded by ``peer_connect_timeout`` (the pool's); the
+        reply by ``fetch_timeout`` of silence (rpc's ``idle_timeout``): a
+        holder that sends no byte for that long fails with `FetchTimeoutError`
+        and its connection is discarded (the holder counts as failed), while a
+        large transfer that keeps flowing is never cut.
         """
-        # Today rpc's ``timeout`` bounds the whole call, so a transfer that
-        # takes longer than fetch_timeout fails too. When rpc gains a bound on
-        # silence (``idle_timeout``, raising core's CommTimeoutError, a
-        # TimeoutError), pass ``idle_timeout=`` instead of ``timeout=`` in this
-        # one line; the except clause below already catches both.
-        peer = rpc(address, pool=self.pool, timeout=self.fetch_timeout)
+        peer = rpc(address, pool=self.pool, idle_timeout=self.fetch_timeout)
         try:
             result = await peer.get_data(keys=keys, allow_missing=True)
         except (asyncio.TimeoutError, TimeoutError) as e:
