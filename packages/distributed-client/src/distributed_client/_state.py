@@ -35,15 +35,35 @@ its worker is blamed exactly; after ``allowed_failures`` deaths it fails with
 :class:`~distributed_client.KilledWorker`. Lost results are recomputed from
 their definitions; lost data that has no definition (it was scattered) fails
 its dependents with :class:`~distributed_client.LostDataError` naming the keys.
+A worker that reports ``missing-data`` for a compute (it could fetch an
+input from no holder) makes the client drop those holders for those keys and
+recompute the inputs from their tasks before the dependent runs again.
+
+No workers: while there is queued work and no worker at all, the state
+counts time on its injected ``clock``. After ``no_workers_timeout`` seconds
+(see :meth:`SchedulerState.expire`, which the driver calls at
+:meth:`SchedulerState.next_deadline`) the queued tasks fail with
+:class:`~distributed_client.NoWorkersError` (or
+:class:`~distributed_client.KilledEveryWorker` for a task that was running on
+workers that died), and their dependents with them.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
-from .errors import CancelledError, KilledWorker, LostDataError
+from distributed_core.timeouts import DEFAULTS
+
+from .errors import (
+    CancelledError,
+    KilledEveryWorker,
+    KilledWorker,
+    LostDataError,
+    NoWorkersError,
+)
 
 __all__ = ["SchedulerState", "TaskState", "WorkerState", "Report", "default_max_in_flight"]
 
@@ -79,6 +99,7 @@ class TaskState:
         "processing_on",
         "queued_on",
         "suspicious",
+        "killed",
         "exception",
         "restrictions",
         "priority",
@@ -100,6 +121,8 @@ class TaskState:
         self.processing_on: str | None = None
         self.queued_on: str | None = None
         self.suspicious = 0
+        #: workers that died while running this task, in order
+        self.killed: list[str] = []
         self.exception: BaseException | None = None
         self.restrictions: frozenset[str] | None = None
         self.priority = priority
@@ -190,8 +213,11 @@ class SchedulerState:
     def __init__(
         self,
         max_in_flight: Callable[[int], int] = default_max_in_flight,
-        allowed_failures: int = 3,
+        allowed_failures: int = DEFAULTS.allowed_failures,
         steal_bytes: int = 100_000,
+        no_workers_timeout: float | None = DEFAULTS.no_workers_timeout,
+        clock: Callable[[], float] = time.monotonic,
+        center: str = "the center",
     ):
         #: tasks placed on workers per assign() call, so that one call stays
         #: short however many tasks are ready (call again while ``unplaced``)
@@ -202,7 +228,16 @@ class SchedulerState:
         self.tasks: dict[Hashable, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.max_in_flight = max_in_flight
+        if allowed_failures < 1:
+            raise ValueError(f"allowed_failures must be >= 1, got {allowed_failures}")
         self.allowed_failures = allowed_failures
+        #: seconds queued work waits while there is no worker (None: forever)
+        self.no_workers_timeout = no_workers_timeout
+        self.clock = clock
+        #: the center's address, for error messages
+        self.center = center
+        #: since when (``clock()``) there has been queued work and no worker
+        self.no_workers_since: float | None = None
         #: queued tasks not yet placed on a worker, in priority order
         self.unplaced: deque[TaskState] = deque()
         #: queued tasks that must run alone on an idle worker
@@ -255,6 +290,7 @@ class SchedulerState:
         if ws is None:
             ncores = max(1, int(ncores))
             self.workers[address] = WorkerState(address, ncores, self.max_in_flight(ncores))
+            self.no_workers_since = None
             if self.unrunnable:
                 self.unplaced.extend(self.unrunnable)
                 self.unrunnable = []
@@ -282,8 +318,9 @@ class SchedulerState:
                 continue
             if blame:
                 ts.suspicious += 1
+                ts.killed.append(address)
             if ts.suspicious >= self.allowed_failures:
-                self._fail(ts, KilledWorker(ts.key, address, ts.suspicious))
+                self._fail(ts, KilledWorker(ts.key, ts.killed, ts.suspicious))
             else:
                 ts.state = "released"
                 self._need(ts)
@@ -294,6 +331,7 @@ class SchedulerState:
                 ts.queued_on = None
                 self.unplaced.append(ts)
         ws.queue.clear()
+        self._check_no_workers()
 
     # ------------------------------------------------------------------ graphs
 
@@ -544,6 +582,7 @@ class SchedulerState:
     def assign(self) -> list[tuple[str, Hashable]]:
         """Decide what to send now: ``[(worker, key), ...]``; marks them processing."""
         if not self.workers:
+            self._check_no_workers()
             return []
         budget = self.placement_batch
         while self.unplaced and budget > 0:
@@ -581,6 +620,59 @@ class SchedulerState:
                         break
                     self._start(ts, ws, out)
         return out
+
+    # ------------------------------------------------------------------ deadlines
+
+    def has_queued_work(self) -> bool:
+        """Whether some task waits for a worker to run on."""
+        return bool(self.unplaced or self.isolated or self.unrunnable)
+
+    def next_deadline(self) -> float | None:
+        """When (on ``clock``) :meth:`expire` has something to do, or None."""
+        if self.no_workers_since is None or self.no_workers_timeout is None:
+            return None
+        return self.no_workers_since + self.no_workers_timeout
+
+    def expire(self, now: float | None = None) -> None:
+        """Fail queued work that waited ``no_workers_timeout`` s with no worker at all.
+
+        A task that was running on workers that died fails with
+        :class:`KilledEveryWorker` (a KilledWorker and a NoWorkersError,
+        naming them); the others with one :class:`NoWorkersError`. Their
+        dependents fail with them.
+        """
+        now = self.clock() if now is None else now
+        self._check_no_workers(now)
+        deadline = self.next_deadline()
+        if deadline is None or now < deadline:
+            return
+        waited = now - self.no_workers_since
+        queued = list(
+            dict.fromkeys(
+                ts
+                for ts in (*self.unplaced, *self.isolated, *self.unrunnable)
+                if ts.state == "queued" and ts.queued_on is None
+            )
+        )
+        self.unplaced.clear()
+        self.isolated.clear()
+        self.unrunnable = []
+        self.no_workers_since = None
+        error = NoWorkersError(self.center, waited, [ts.key for ts in queued[:20]])
+        for ts in queued:
+            if ts.state != "queued":
+                continue  # failed meanwhile, as a dependent of another
+            if ts.killed:
+                exc = KilledEveryWorker(ts.key, ts.killed, ts.suspicious, self.center, waited)
+                self._fail(ts, exc)
+            else:
+                self._fail(ts, error)
+
+    def _check_no_workers(self, now: float | None = None) -> None:
+        if self.workers or not self.has_queued_work():
+            self.no_workers_since = None
+        elif self.no_workers_since is None:
+            self.no_workers_since = self.clock() if now is None else now
 
     # ------------------------------------------------------------------ internals
 
