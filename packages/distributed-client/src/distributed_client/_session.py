@@ -484,13 +484,13 @@ class Session(DataMixin):
                 connect_timeout=self.pool.connect_timeout,
                 name=self.name,
             )
-        link.send(msg, functools.partial(self._on_compute_reply, worker, key))
+        link.send(msg, functools.partial(self._on_compute_reply, worker, key, msg.get("who_has")))
 
     async def _send_after(self, fut, worker, key) -> None:
         await asyncio.shield(fut)
         self._send_compute(worker, key)
 
-    def _on_compute_reply(self, worker: str, key: Hashable, reply) -> None:
+    def _on_compute_reply(self, worker: str, key: Hashable, asked, reply) -> None:
         self._observe_reply(worker)
         if isinstance(reply, BaseException):
             # the request could not be sent (e.g. unpicklable arguments)
@@ -504,7 +504,8 @@ class Session(DataMixin):
                 self.state.task_erred(key, worker, result.get("exception"))
             elif status == "missing-data":
                 logger.info("%r on %s: inputs %s missing", key, worker, result.get("keys"))
-                self.state.task_missing_data(key, worker, result.get("keys") or ())
+                missing = result.get("keys") or ()
+                self.state.task_missing_data(key, worker, missing, asked or {})
                 self._refresh_now.set()
             else:
                 self.state.task_erred(

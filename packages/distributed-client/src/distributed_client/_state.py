@@ -532,8 +532,22 @@ class SchedulerState:
             return
         self._fail(ts, exception)
 
-    def task_missing_data(self, key: Hashable, worker: str, missing: Iterable[Hashable]) -> None:
-        """`worker` could not fetch `missing` inputs of `key` from anyone."""
+    def task_missing_data(
+        self,
+        key: Hashable,
+        worker: str,
+        missing: Iterable[Hashable],
+        asked: Mapping[Hashable, Iterable[str]] | None = None,
+    ) -> None:
+        """`worker` could not fetch `missing` inputs of `key` from anyone.
+
+        `asked` is the ``who_has`` hint sent with the compute: those holders
+        (and `worker` itself) are dropped for those keys; a holder that got
+        the key since then (e.g. it was recomputed there meanwhile) is kept.
+        Without `asked`, every holder is dropped. An input left without a
+        holder is recomputed from its task (or fails its dependents with
+        :class:`LostDataError` if it was scattered), then `key` runs again.
+        """
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is not None and ts is not None:
@@ -546,11 +560,15 @@ class SchedulerState:
             mts = self.tasks.get(mk)
             if mts is None:
                 continue
-            for w in mts.who_has:
+            if asked is None:
+                gone = set(mts.who_has)
+            else:
+                gone = {*asked.get(mk, ()), worker} & mts.who_has
+            for w in gone:
+                mts.who_has.discard(w)
                 if w in self.workers:
                     self.workers[w].has.discard(mts)
-            mts.who_has.clear()
-            if mts.state == "memory":
+            if mts.state == "memory" and not mts.who_has:
                 self._lose(mts)
         if ts.state == "processing":
             ts.state = "released"
