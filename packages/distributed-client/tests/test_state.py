@@ -586,3 +586,50 @@ def test_missing_data_keeps_a_holder_that_was_not_asked():
     assert s.state_of("x") == "memory" and s.who_has(["x"]) == {"x": [rest[1]]}
     assert s.state_of("y") == "queued"  # runs again with the new holder
     assert run_all(s) == [(wy, "y")]
+
+
+def test_task_restricted_to_gone_workers_fails_after_no_workers_timeout():
+    clock = Clock()
+    s = make(A, B, no_workers_timeout=4, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"], restrictions={"x": [C]})
+    assert s.assign() == []
+    assert s.next_deadline() == 104
+    clock.t = 103
+    s.expire()
+    assert s.state_of("x") == "queued"
+    clock.t = 104
+    s.expire()
+    exc = s.tasks["x"].exception
+    assert isinstance(exc, NoWorkersError) and exc.allowed == [C]
+    assert C in str(exc) and "no worker is available" in str(exc)
+
+
+def test_restricted_task_runs_when_its_worker_arrives_in_time():
+    clock = Clock()
+    s = make(A, no_workers_timeout=4, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"], restrictions={"x": [C]})
+    s.assign()
+    clock.t = 103
+    s.add_worker(C)
+    assert run_all(s) == [(C, "x")]
+    clock.t = 200
+    s.expire()
+    assert s.state_of("x") == "memory" and s.next_deadline() is None
+
+
+def test_restricted_deadline_does_not_cut_short_the_no_workers_wait():
+    clock = Clock()
+    s = make(A, no_workers_timeout=4, clock=clock)
+    s.update_graph({"r": ("spec", [])}, wants=["r"], restrictions={"r": [C]})
+    s.assign()  # r waits for C from t=100
+    clock.t = 102
+    s.remove_worker(A)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    s.assign()  # x waits for any worker from t=102
+    clock.t = 104
+    s.expire()
+    assert s.state_of("r") == "erred" and s.state_of("x") == "queued"
+    assert s.next_deadline() == 106
+    clock.t = 106
+    s.expire()
+    assert isinstance(s.tasks["x"].exception, NoWorkersError)

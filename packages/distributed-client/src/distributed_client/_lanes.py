@@ -177,6 +177,9 @@ class WorkerLink:
     def _failed(self, lane: _Lane, sent: bool, cause: BaseException) -> None:
         if self.closed:
             return
+        # blame the worker's death on its requests if any lane had one written,
+        # not only the lane that noticed (e.g. a lane still connecting)
+        sent = sent or any(lane.pending for lane in self.lanes)
         self.close()
         self.on_failure(self, sent, cause)
 

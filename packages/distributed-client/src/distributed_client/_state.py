@@ -100,6 +100,7 @@ class TaskState:
         "queued_on",
         "suspicious",
         "killed",
+        "stalled_since",
         "exception",
         "restrictions",
         "priority",
@@ -123,6 +124,8 @@ class TaskState:
         self.suspicious = 0
         #: workers that died while running this task, in order
         self.killed: list[str] = []
+        #: since when (``clock()``) it waits for one of its restricted workers
+        self.stalled_since: float | None = None
         self.exception: BaseException | None = None
         self.restrictions: frozenset[str] | None = None
         self.priority = priority
@@ -614,8 +617,12 @@ class SchedulerState:
             ws = self._choose_worker(ts)
             if ws is None:
                 # restricted to workers that are not there: wait for them
+                # (at most no_workers_timeout, see expire)
+                if ts.stalled_since is None:
+                    ts.stalled_since = self.clock()
                 self.unrunnable.append(ts)
                 continue
+            ts.stalled_since = None
             ts.queued_on = ws.address
             ws.queue.append(ts)
         out: list[tuple[str, Hashable]] = []
@@ -647,9 +654,14 @@ class SchedulerState:
 
     def next_deadline(self) -> float | None:
         """When (on ``clock``) :meth:`expire` has something to do, or None."""
-        if self.no_workers_since is None or self.no_workers_timeout is None:
+        if self.no_workers_timeout is None:
             return None
-        return self.no_workers_since + self.no_workers_timeout
+        since = [ts.stalled_since for ts in self.unrunnable if ts.stalled_since is not None]
+        if self.no_workers_since is not None:
+            since.append(self.no_workers_since)
+        if not since:
+            return None
+        return min(since) + self.no_workers_timeout
 
     def expire(self, now: float | None = None) -> None:
         """Fail queued work that waited ``no_workers_timeout`` s with no worker at all.
@@ -663,6 +675,13 @@ class SchedulerState:
         self._check_no_workers(now)
         deadline = self.next_deadline()
         if deadline is None or now < deadline:
+            return
+        if (
+            self.workers
+            or self.no_workers_since is None
+            or now < self.no_workers_since + self.no_workers_timeout
+        ):
+            self._expire_unrunnable(now)
             return
         waited = now - self.no_workers_since
         queued = list(
@@ -685,6 +704,26 @@ class SchedulerState:
                 self._fail(ts, exc)
             else:
                 self._fail(ts, error)
+
+    def _expire_unrunnable(self, now: float) -> None:
+        """Fail tasks that waited too long for the workers they are restricted to."""
+        keep = []
+        expired = []
+        for ts in dict.fromkeys(self.unrunnable):
+            if ts.state != "queued":
+                continue
+            if ts.stalled_since is not None and now - ts.stalled_since >= self.no_workers_timeout:
+                expired.append(ts)
+            else:
+                keep.append(ts)
+        self.unrunnable = keep
+        for ts in expired:
+            if ts.state != "queued":
+                continue
+            error = NoWorkersError(
+                self.center, now - ts.stalled_since, [ts.key], sorted(ts.restrictions or ())
+            )
+            self._fail(ts, error)
 
     def _check_no_workers(self, now: float | None = None) -> None:
         if self.workers or not self.has_queued_work():

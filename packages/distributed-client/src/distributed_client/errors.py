@@ -14,6 +14,10 @@ __all__ = [
 ]
 
 
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
 class CancelledError(Exception):
     """The task was cancelled (``Future.cancel()``), or an input of it was.
 
@@ -52,7 +56,7 @@ class KilledWorker(RuntimeError):
     def __str__(self) -> str:
         where = ", ".join(self.workers) if self.workers else "unknown workers"
         return (
-            f"task {self.key!r} was running on a worker that died {self.attempts} times "
+            f"task {self.key!r} was running on a worker that died {_times(self.attempts)} "
             f"(on {where}); it probably kills its worker "
             f"(crash, os._exit, out of memory), so it is not tried again"
         )
@@ -65,22 +69,35 @@ class NoWorkersError(TimeoutError):
     in time. Start workers (``python -m distributed_worker CENTER``) and
     submit again, or pass a larger ``no_workers_timeout``.
 
+    Also raised for a task restricted to workers (``workers=[...]``) none of
+    which was alive for ``no_workers_timeout`` seconds; ``allowed`` then names
+    them.
+
     Attributes: ``center``, ``waited`` (seconds), ``keys`` (some of the
-    tasks that gave up).
+    tasks that gave up), ``allowed`` (the workers a restricted task may use).
 
     .. versionadded:: 0.1.1
     """
 
-    def __init__(self, center, waited: float, keys=()):
+    def __init__(self, center, waited: float, keys=(), allowed=()):
         keys = list(keys)
-        super().__init__(center, waited, keys)
+        allowed = list(allowed)
+        super().__init__(center, waited, keys, allowed)
         self.center = center
         self.waited = waited
         self.keys = keys
+        self.allowed = allowed
 
     def __str__(self) -> str:
+        if self.allowed:
+            return (
+                f"no worker is available for task {self.keys[0] if self.keys else '?'!r}: "
+                f"it may only run on {', '.join(self.allowed)}, and none of them was "
+                f"alive at the center {self.center} for {self.waited:.3g}s "
+                f"(no_workers_timeout); restart one of them, or submit without workers=[...]"
+            )
         return (
-            f"no worker is available: the center at {self.center} listed no live worker "
+            f"no worker is available: no live worker of the center at {self.center} "
             f"for {self.waited:.3g}s (no_workers_timeout); every worker died or vanished, "
             f"or none was started. Start workers for this center, or raise no_workers_timeout"
         )
@@ -169,8 +186,8 @@ class KilledEveryWorker(KilledWorker, NoWorkersError):
         where = ", ".join(self.workers) if self.workers else "unknown workers"
         return (
             f"no worker is available for task {self.key!r}: the workers that were running "
-            f"it died or vanished ({self.attempts} times, on {where}) and the center at "
-            f"{self.center} listed no live worker for {self.waited:.3g}s "
+            f"it died or vanished ({_times(self.attempts)}, on {where}) and no live worker "
+            f"of the center at {self.center} was left for {self.waited:.3g}s "
             f"(no_workers_timeout); if the task kills its workers (crash, os._exit, out of "
             f"memory) it will do so again"
         )
