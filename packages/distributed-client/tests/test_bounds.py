@@ -23,7 +23,10 @@ from distributed_client import (
     LocalCluster,
     NotACenterError,
     NoWorkersError,
+    Pool,
     gather,
+    get,
+    scatter,
     wait,
 )
 
@@ -236,3 +239,17 @@ def test_missing_input_after_holder_died_is_recomputed():
         y = e.submit(inc, x, workers=[other])
         assert y.result(timeout=30) == 43
         assert x.result(timeout=30) == 42
+
+
+def test_every_client_form_takes_no_workers_timeout():
+    with LocalCluster(n_workers=0) as cluster:
+        center = cluster.center_address
+        with pytest.raises(NoWorkersError, match=center):
+            get(center, {"x": (inc, 1)}, "x", no_workers_timeout=0.2)
+        with pytest.raises(NoWorkersError, match=center):
+            get(cluster, {"x": (inc, 1)}, "x", no_workers_timeout=0.2)
+        with Pool(center, no_workers_timeout=0.2) as pool:
+            with pytest.raises(NoWorkersError):
+                pool.gather(pool.map(inc, [1, 2]))
+        with pytest.raises(NoWorkersError, match="no worker is available"):
+            scatter(center, [1], no_workers_timeout=0.2)
