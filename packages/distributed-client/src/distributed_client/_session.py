@@ -559,6 +559,7 @@ class Session(DataMixin):
         sent = False
         calls = self._calls[address]
         calls.add(comm)  # aborted by _worker_failed if the worker is gone meanwhile
+        self._ensure_refresher()  # so that we hear of it from the center
         try:
             await comm.write(msg)
             sent = True
