@@ -633,3 +633,22 @@ def test_restricted_deadline_does_not_cut_short_the_no_workers_wait():
     clock.t = 106
     s.expire()
     assert isinstance(s.tasks["x"].exception, NoWorkersError)
+
+
+def test_missing_data_keeps_a_copy_recomputed_on_the_asking_worker_meanwhile():
+    s = make(A, B)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    [(wx, _)] = s.assign()
+    s.task_finished("x", wx)
+    other = B if wx == A else A
+    s.update_graph({"y": ("spec", ["x"])}, wants=["y"], restrictions={"y": [other]})
+    [(wy, _)] = s.assign()
+    hint = s.dependency_hints("y")
+    # y's fetch from wx hangs; the center drops wx; x is recomputed on `other`
+    s.remove_worker(wx)
+    assert s.state_of("y") == "processing"
+    assert run_all(s) == [(other, "x")]
+    # then the stuck fetch gives up: x is on `other` now, y just runs again
+    s.task_missing_data("y", wy, ["x"], asked=hint)
+    assert s.state_of("x") == "memory" and s.who_has(["x"]) == {"x": [other]}
+    assert run_all(s) == [(other, "y")]

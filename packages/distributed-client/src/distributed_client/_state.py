@@ -545,8 +545,9 @@ class SchedulerState:
         """`worker` could not fetch `missing` inputs of `key` from anyone.
 
         `asked` is the ``who_has`` hint sent with the compute: those holders
-        (and `worker` itself) are dropped for those keys; a holder that got
-        the key since then (e.g. it was recomputed there meanwhile) is kept.
+        are dropped for those keys; a holder that got the key since then
+        (e.g. it was recomputed there, maybe on `worker` itself, while the
+        fetch waited for a vanished holder) is kept.
         Without `asked`, every holder is dropped. An input left without a
         holder is recomputed from its task (or fails its dependents with
         :class:`LostDataError` if it was scattered), then `key` runs again.
@@ -566,7 +567,7 @@ class SchedulerState:
             if asked is None:
                 gone = set(mts.who_has)
             else:
-                gone = {*asked.get(mk, ()), worker} & mts.who_has
+                gone = set(asked.get(mk, ())) & mts.who_has
             for w in gone:
                 mts.who_has.discard(w)
                 if w in self.workers:
