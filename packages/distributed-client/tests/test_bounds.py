@@ -255,3 +255,31 @@ def test_every_client_form_takes_no_workers_timeout():
                 pool.gather(pool.map(inc, [1, 2]))
         with pytest.raises(NoWorkersError, match="no worker is available"):
             scatter(center, [1], no_workers_timeout=0.2)
+
+
+def _worker_bounds_fetches() -> bool:
+    import inspect
+
+    from distributed_worker import Worker
+
+    return "fetch_timeout" in inspect.signature(Worker).parameters
+
+
+@pytest.mark.skipif(
+    not _worker_bounds_fetches(), reason="the installed worker has no fetch_timeout (issue 8)"
+)
+def test_vanished_holder_of_an_input_the_issue_case():
+    # a worker holds x, its host vanishes, then a task needing x is submitted:
+    # exact result (x recomputed elsewhere) within the fetch bound (10 s) + a bit
+    with make_cluster(2) as cluster, Executor(cluster) as e, stopping() as stopped:
+        x = e.submit(inc, 1, key="held-x")
+        wait([x], timeout=30)
+        [holder] = e.session.state.who_has([x.key])[x.key]
+        i = cluster.worker_addresses.index(holder)
+        other = cluster.worker_addresses[1 - i]
+        stopped(cluster.worker_pid(i))
+        t = time.monotonic()
+        y = e.submit(len, [x, x], workers=[other])
+        z = e.submit(inc, x, workers=[other])
+        assert y.result(timeout=60) == 2 and z.result(timeout=60) == 3
+        assert time.monotonic() - t < 30
