@@ -36,7 +36,7 @@ from distributed_core.timeouts import DEFAULTS
 from ._data import DataMixin, WorkerUnreachable, as_exception
 from ._lanes import WorkerLink
 from ._state import SchedulerState
-from .errors import CenterTimeoutError, NotACenterError
+from .errors import CenterTimeoutError, NotACenterError, NoWorkersError
 
 __all__ = ["Session", "as_exception", "resolve_center"]
 
@@ -687,9 +687,9 @@ class Session(DataMixin):
 
         try:
             await asyncio.wait_for(_wait(), timeout)
+        except CenterTimeoutError:
+            raise  # (a TimeoutError too) the center is silent, not the workers absent
         except asyncio.TimeoutError:
-            from .errors import NoWorkersError
-
             raise NoWorkersError(self.center_address, self.loop.time() - start) from None
 
     async def center_call(self, op: str, *, retry: bool = True, **kwargs):
