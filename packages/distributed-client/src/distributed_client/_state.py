@@ -247,6 +247,8 @@ class SchedulerState:
         self.isolated: deque[TaskState] = deque()
         #: queued tasks restricted to workers that are not (yet) there
         self.unrunnable: list[TaskState] = []
+        #: the earliest ``stalled_since`` in unrunnable (may be early, never late)
+        self._stalled_min: float | None = None
         self._report = Report()
         self._counter = 0
         #: where the last task without inputs went, and how much busier (tasks
@@ -621,6 +623,8 @@ class SchedulerState:
                 # (at most no_workers_timeout, see expire)
                 if ts.stalled_since is None:
                     ts.stalled_since = self.clock()
+                if self._stalled_min is None or ts.stalled_since < self._stalled_min:
+                    self._stalled_min = ts.stalled_since
                 self.unrunnable.append(ts)
                 continue
             ts.stalled_since = None
@@ -657,9 +661,7 @@ class SchedulerState:
         """When (on ``clock``) :meth:`expire` has something to do, or None."""
         if self.no_workers_timeout is None:
             return None
-        since = [ts.stalled_since for ts in self.unrunnable if ts.stalled_since is not None]
-        if self.no_workers_since is not None:
-            since.append(self.no_workers_since)
+        since = [t for t in (self._stalled_min, self.no_workers_since) if t is not None]
         if not since:
             return None
         return min(since) + self.no_workers_timeout
@@ -695,6 +697,7 @@ class SchedulerState:
         self.unplaced.clear()
         self.isolated.clear()
         self.unrunnable = []
+        self._stalled_min = None
         self.no_workers_since = None
         error = NoWorkersError(self.center, waited, [ts.key for ts in queued[:20]])
         for ts in queued:
@@ -718,6 +721,9 @@ class SchedulerState:
             else:
                 keep.append(ts)
         self.unrunnable = keep
+        self._stalled_min = min(
+            (ts.stalled_since for ts in keep if ts.stalled_since is not None), default=None
+        )
         for ts in expired:
             if ts.state != "queued":
                 continue
