@@ -652,3 +652,54 @@ def test_missing_data_keeps_a_copy_recomputed_on_the_asking_worker_meanwhile():
     s.task_missing_data("y", wy, ["x"], asked=hint)
     assert s.state_of("x") == "memory" and s.who_has(["x"]) == {"x": [other]}
     assert run_all(s) == [(other, "y")]
+
+
+def test_listed_but_unreachable_worker_does_not_stop_the_no_workers_clock():
+    # the center lists a worker the client cannot reach (a partition between
+    # them only): it is tried again and again, but the wait stays bounded
+    clock = Clock()
+    s = make(A, no_workers_timeout=10, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    [(w, _)] = s.assign()
+    s.remove_worker(A, blame=False)  # could not connect
+    assert s.next_deadline() == 110
+    for t in (104, 108):
+        clock.t = t
+        s.add_worker(A)  # listed again
+        assert s.assign() == [(A, "x")]
+        assert s.next_deadline() == 110
+        s.remove_worker(A, blame=False)
+    clock.t = 109
+    s.add_worker(A)
+    s.assign()
+    clock.t = 110
+    s.expire()  # x was sent to A, still unreached: fails anyway
+    exc = s.tasks["x"].exception
+    assert isinstance(exc, NoWorkersError) and not isinstance(exc, KilledWorker)
+    assert not s.workers[A].processing
+
+
+def test_unreached_worker_that_connects_or_answers_is_live_again():
+    clock = Clock()
+    s = make(A, no_workers_timeout=10, clock=clock)
+    s.update_graph({"x": ("spec", []), "y": ("spec", [])}, wants=["x", "y"])
+    s.assign()
+    s.remove_worker(A, blame=False)
+    s.add_worker(A)
+    assert s.next_deadline() == 110
+    s.worker_reached(A)  # a connection to it succeeded
+    assert s.next_deadline() is None
+    s.assign()
+    s.remove_worker(A, blame=False)
+    s.add_worker(A)
+    out = s.assign()
+    assert s.next_deadline() is not None
+    assert sorted(k for _, k in out) == ["x", "y"]
+    w, k = out[0]
+    s.task_finished(k, w)  # an answer proves it too
+    assert s.next_deadline() is None
+    clock.t = 1000
+    s.expire()
+    w, k = out[1]
+    s.task_finished(k, w)
+    assert s.state_of("x") == s.state_of("y") == "memory"

@@ -480,6 +480,7 @@ class Session(DataMixin):
                 worker,
                 ws.ncores + 1,
                 on_failure=self._link_failed,
+                on_connect=self._link_connected,
                 security=self.security,
                 connect_timeout=self.pool.connect_timeout,
                 name=self.name,
@@ -543,6 +544,11 @@ class Session(DataMixin):
         n = ws.ncores
         depth = n + int(self.pipeline_cover / max(ewma, 1e-6))
         ws.max_in_flight = min(max(2 * n + 1, depth), 16 * n + 4)
+
+    def _link_connected(self, link: WorkerLink) -> None:
+        if link.address in self.state.unreached:
+            self.state.worker_reached(link.address)
+            self._kick()
 
     def _link_failed(self, link: WorkerLink, sent: bool, cause: BaseException) -> None:
         if self._links.get(link.address) is link:

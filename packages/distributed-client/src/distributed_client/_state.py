@@ -239,8 +239,11 @@ class SchedulerState:
         self.clock = clock
         #: the center's address, for error messages
         self.center = center
-        #: since when (``clock()``) there has been queued work and no worker
+        #: since when (``clock()``) there has been work and no live worker
         self.no_workers_since: float | None = None
+        #: workers the client failed to reach (``remove_worker(blame=False)``):
+        #: listed again by the center, they count as live only once they answer
+        self.unreached: set[str] = set()
         #: queued tasks not yet placed on a worker, in priority order
         self.unplaced: deque[TaskState] = deque()
         #: queued tasks that must run alone on an idle worker
@@ -295,7 +298,8 @@ class SchedulerState:
         if ws is None:
             ncores = max(1, int(ncores))
             self.workers[address] = WorkerState(address, ncores, self.max_in_flight(ncores))
-            self.no_workers_since = None
+            if address not in self.unreached:
+                self.no_workers_since = None
             if self.unrunnable:
                 self.unplaced.extend(self.unrunnable)
                 self.unrunnable = []
@@ -310,6 +314,10 @@ class SchedulerState:
         ws = self.workers.pop(address, None)
         if ws is None:
             return
+        if blame:
+            self.unreached.discard(address)
+        else:
+            self.unreached.add(address)
         # 1. data it held
         for ts in list(ws.has):
             ts.who_has.discard(address)
@@ -482,6 +490,8 @@ class SchedulerState:
 
     def task_finished(self, key: Hashable, worker: str, nbytes: int = 0) -> None:
         """`worker` computed `key` and holds the result."""
+        if worker in self.unreached:
+            self._answered(worker)
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is not None and ts is not None:
@@ -523,6 +533,8 @@ class SchedulerState:
         The worker stored the error under `key`; the client keeps the
         exception, so that copy is deleted.
         """
+        if worker in self.unreached:
+            self._answered(worker)
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is not None:
@@ -554,6 +566,8 @@ class SchedulerState:
         holder is recomputed from its task (or fails its dependents with
         :class:`LostDataError` if it was scattered), then `key` runs again.
         """
+        if worker in self.unreached:
+            self._answered(worker)
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is not None and ts is not None:
@@ -608,6 +622,8 @@ class SchedulerState:
         if not self.workers:
             self._check_no_workers()
             return []
+        if self.unreached and self.no_workers_since is None:
+            self._check_no_workers()  # listed again, but not reached yet
         budget = self.placement_batch
         while self.unplaced and budget > 0:
             budget -= 1
@@ -680,20 +696,20 @@ class SchedulerState:
         if deadline is None or now < deadline:
             return
         if (
-            self.workers
+            self._live_worker()
             or self.no_workers_since is None
             or now < self.no_workers_since + self.no_workers_timeout
         ):
             self._expire_unrunnable(now)
             return
         waited = now - self.no_workers_since
-        queued = list(
-            dict.fromkeys(
-                ts
-                for ts in (*self.unplaced, *self.isolated, *self.unrunnable)
-                if ts.state == "queued" and ts.queued_on is None
-            )
-        )
+        # queued anywhere, or sent to a worker we failed to reach before
+        waiting = [*self.unplaced, *self.isolated, *self.unrunnable]
+        for ws in self.workers.values():
+            waiting.extend(ws.queue)
+            waiting.extend(sorted(ws.processing, key=lambda t: t.priority))
+            ws.queue.clear()
+        queued = list(dict.fromkeys(ts for ts in waiting if ts.state in ("queued", "processing")))
         self.unplaced.clear()
         self.isolated.clear()
         self.unrunnable = []
@@ -701,7 +717,7 @@ class SchedulerState:
         self.no_workers_since = None
         error = NoWorkersError(self.center, waited, [ts.key for ts in queued[:20]])
         for ts in queued:
-            if ts.state != "queued":
+            if ts.state not in ("queued", "processing"):
                 continue  # failed meanwhile, as a dependent of another
             if ts.killed:
                 exc = KilledEveryWorker(ts.key, ts.killed, ts.suspicious, self.center, waited)
@@ -732,9 +748,30 @@ class SchedulerState:
             )
             self._fail(ts, error)
 
-    def _check_no_workers(self, now: float | None = None) -> None:
-        if self.workers or not self.has_queued_work():
+    def _live_worker(self) -> bool:
+        """Whether some worker is not known to be unreachable."""
+        if not self.unreached:
+            return bool(self.workers)
+        return any(w not in self.unreached for w in self.workers)
+
+    def worker_reached(self, worker: str) -> None:
+        """A connection to `worker` succeeded: it counts as live again."""
+        if worker in self.unreached:
+            self._answered(worker)
+
+    def _answered(self, worker: str) -> None:
+        """`worker`, which we once failed to reach, answered: it is live."""
+        self.unreached.discard(worker)
+        if worker in self.workers:
             self.no_workers_since = None
+
+    def _check_no_workers(self, now: float | None = None) -> None:
+        if self._live_worker():
+            self.no_workers_since = None
+        elif not self.has_queued_work() and not any(
+            ws.processing or ws.queue for ws in self.workers.values()
+        ):
+            self.no_workers_since = None  # nothing waits
         elif self.no_workers_since is None:
             self.no_workers_since = self.clock() if now is None else now
 
