@@ -283,3 +283,16 @@ def test_vanished_holder_of_an_input_the_issue_case():
         z = e.submit(inc, x, workers=[other])
         assert y.result(timeout=60) == 2 and z.result(timeout=60) == 3
         assert time.monotonic() - t < 30
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"center_timeout": 0}, "center_timeout must be a number > 0"),
+        ({"no_workers_timeout": -1}, "no_workers_timeout must be >= 0"),
+        ({"allowed_failures": 0}, "allowed_failures must be >= 1"),
+    ],
+)
+def test_bad_bounds_are_refused_before_connecting(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Executor("tcp://127.0.0.1:9", **kwargs)
