@@ -6,10 +6,23 @@
 * :func:`get` -- run a dask graph (``dask.compute(x, scheduler=...)``).
 * :class:`Executor` -- ``concurrent.futures``-style futures.
 * :class:`LocalCluster` -- a Center and Workers as local processes.
+* Errors: :class:`KilledWorker`, :class:`LostDataError`,
+  :class:`NoWorkersError`, :class:`KilledEveryWorker`,
+  :class:`CenterTimeoutError`, :class:`NotACenterError`,
+  :class:`CancelledError`, :class:`GraphError`.
 """
 
 from ._version import __version__
-from .errors import CancelledError, GraphError, KilledWorker, LostDataError
+from .errors import (
+    CancelledError,
+    CenterTimeoutError,
+    GraphError,
+    KilledEveryWorker,
+    KilledWorker,
+    LostDataError,
+    NotACenterError,
+    NoWorkersError,
+)
 from .executor import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -37,10 +50,14 @@ __all__ = [
     "wait",
     "AsyncResult",
     "CancelledError",
+    "CenterTimeoutError",
     "GraphError",
+    "KilledEveryWorker",
     "KilledWorker",
     "LocalCluster",
     "LostDataError",
+    "NoWorkersError",
+    "NotACenterError",
     "Pool",
     "RemoteData",
     "__version__",
