@@ -180,8 +180,12 @@ def test_blackhole_the_center_15s_then_heal(cluster):
             e.submit(operator.add, i, 100, workers=[w]) for i, w in enumerate(sorted(c.workers))
         ]
         assert results(futures, RESULT_TIMEOUT) == [100, 101, 102]
-        before = c.call("has_what")
-        assert all(before[w] for w in c.workers)
+        # the center hears of a new key a few ms after the result is back
+        before = wait_for(
+            lambda: (h := c.call("has_what")) and all(h.get(w) for w in c.workers) and h,
+            CALL_TIMEOUT,
+            "the center lists every worker's key",
+        )
         c.center_host.blackhole()
         time.sleep(15)  # the scenario: the center is away for 15 s
         c.center_host.heal()
