@@ -26,6 +26,7 @@ Usage::
     python benchmarks/hosts.py            # 5 rounds
     python benchmarks/hosts.py --quick    # 1 round, smaller roundtrip count
     python benchmarks/hosts.py --rounds 9 --only map,chain
+    python benchmarks/hosts.py --latency-ms 0    # same hosts, no added latency
 """
 
 from __future__ import annotations
@@ -225,6 +226,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measure")
     parser.add_argument("--quick", action="store_true", help="1 round, 20 roundtrips")
     parser.add_argument("--only", default="map,chain,tree,roundtrip", help="measures to run")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=LATENCY_MS,
+        help=f"added round trip for the client host (0: none) [default: {LATENCY_MS}]",
+    )
     parser.add_argument("--driver", nargs=2, metavar=("KIND", "ADDRESS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.driver:
@@ -252,7 +259,7 @@ def main() -> int:
     print(
         f"distributed-client {distributed_client.__version__}, dask {dask.__version__}, "
         f"distributed {distributed.__version__}; center/scheduler on h0, workers on h1, h2 "
-        f"(1 thread), client on h3 with +{LATENCY_MS} ms round trip; {rounds} round(s)",
+        f"(1 thread), client on h3 with +{args.latency_ms:g} ms round trip; {rounds} round(s)",
         flush=True,
     )
     rows = []
@@ -262,7 +269,8 @@ def main() -> int:
         for h in (h1, h2):
             start_worker(h, ours_address, "--ncores", "1")
         dask_address = start_dask(hosts)
-        hosts.add_latency(h3, LATENCY_MS)
+        if args.latency_ms > 0:
+            hosts.add_latency(h3, args.latency_ms)
         ours, theirs = Driver(h3, "ours", ours_address), Driver(h3, "dask", dask_address)
         measures = [
             ("map", N_MAP, f"Pool.map {N_MAP:,} x inc + gather", "tasks/s", 5.0),
