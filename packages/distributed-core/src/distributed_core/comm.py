@@ -19,6 +19,7 @@ import time
 
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 from tornado.tcpclient import TCPClient
+from tornado.util import TimeoutError as TornadoTimeoutError
 
 from ._version import __version__
 from .addresses import normalize_address, parse_address, unparse_address
@@ -594,17 +595,21 @@ async def connect(
         left = deadline - time.monotonic()
         try:
             with _translate("connecting", address):
+                # tornado's own timeout closes the half-open socket when it
+                # expires (cancelling its connect from outside leaks it on
+                # tornado 6.0); wait_for is only the safety net behind it.
                 stream = await asyncio.wait_for(
                     _tcp_client().connect(
                         host,
                         port,
                         ssl_options=ssl_ctx,
                         max_buffer_size=limits.max_message_bytes + 2**20,
+                        timeout=max(left, 0.001),
                     ),
-                    timeout=max(left, 0.001),
+                    timeout=max(left, 0.001) + 1.0,
                 )
             break
-        except (CommClosedError, asyncio.TimeoutError, socket.gaierror) as e:
+        except (CommClosedError, asyncio.TimeoutError, TornadoTimeoutError, socket.gaierror) as e:
             if isinstance(e.__cause__, ssl.SSLCertVerificationError):
                 # our side rejected the peer's certificate: retrying cannot help
                 raise CommClosedError(
@@ -614,7 +619,7 @@ async def connect(
             if isinstance(e, socket.gaierror) or time.monotonic() >= deadline:
                 detail = (
                     "timed out (the host did not answer)"
-                    if isinstance(e, asyncio.TimeoutError)
+                    if isinstance(e, (asyncio.TimeoutError, TornadoTimeoutError))
                     else str(e)
                 )
                 raise CommClosedError(
