@@ -765,17 +765,33 @@ def _old_env(session: nox.Session, workdir: Path) -> tuple[Path, dict[str, str]]
     return env, versions
 
 
+def _insecure_flag(python: str, module: str) -> list[str]:
+    """["--insecure"] if that CLI has the flag (secure by default, issue 12), else []."""
+    out = subprocess.run(
+        [python, "-m", module, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return ["--insecure"] if "--insecure" in out.stdout else []
+
+
 def _compat_cluster(session: nox.Session, pythons: dict[str, str], cwd: Path) -> list[str]:
-    """A center and workers from their envs, the scenarios from the client's; the problems."""
+    """A center and workers from their envs, the scenarios from the client's; the problems.
+
+    Releases before secure-by-default know no default secret file: the cluster
+    runs without a secret (--insecure where a CLI has it, and no secret file for
+    the clients: DISTRIBUTED_SECRET_FILE names a missing one).
+    """
     procs: list[_CompatProc] = []
     problems: list[str] = []
     scenarios_failed = False
     try:
         center = _CompatProc(
             "center",
-            [pythons["center"], "-m", "distributed_center", "--host", "127.0.0.1", "--port", "0"],
+            [
+                pythons["center"], "-m", "distributed_center", "--host", "127.0.0.1",
+                "--port", "0", *_insecure_flag(pythons["center"], "distributed_center"),
+            ],
             cwd,
-        )
+        )  # fmt: skip
         procs.append(center)
         address = center.wait_line("Start center at ")
         workers = [
@@ -792,6 +808,7 @@ def _compat_cluster(session: nox.Session, pythons: dict[str, str], cwd: Path) ->
                     "0",
                     "--ncores",
                     "1",
+                    *_insecure_flag(pythons["worker"], "distributed_worker"),
                 ],
                 cwd,
             )  # fmt: skip
@@ -809,7 +826,11 @@ def _compat_cluster(session: nox.Session, pythons: dict[str, str], cwd: Path) ->
                     "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
                     "--import-mode=importlib", "-p", "no:cacheprovider",
                     f"--timeout={PYTEST_TIMEOUT}", str(SCENARIOS), *session.posargs,
-                    env={"DISTRIBUTED_TEST_CENTER": address}, external=True,
+                    env={
+                        "DISTRIBUTED_TEST_CENTER": address,
+                        "DISTRIBUTED_SECRET_FILE": str(cwd / "no-secret-file"),
+                    },
+                    external=True,
                 )  # fmt: skip
             except CommandFailed:
                 scenarios_failed = True

@@ -21,7 +21,7 @@ def test_expected_exports():
         "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
     }  # fmt: skip
     assert set(distributed_client.__all__) == expected
-    assert distributed_client.__version__ == "0.1.1"
+    assert distributed_client.__version__ == "0.2.0"
 
 
 def test_no_sibling_imports():
