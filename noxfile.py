@@ -75,7 +75,8 @@ PYTEST_TIMEOUT = "180"  # seconds per test; a hung test fails instead of eating 
 RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with editors
 
 nox.options.sessions = [
-    "lint", "deps", "tests", "integration", "hosts", "compat", "tornado", "lowest", "docs",
+    "lint", "deps", "tests", "integration", "hosts", "compat", "release", "tornado", "lowest",
+    "docs",
 ]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
@@ -549,6 +550,74 @@ def bench(session: nox.Session) -> None:
     _install(session, list(PACKAGES), "dask", "distributed", "numpy", test=False)
     with session.chdir(ROOT):
         session.run("python", str(script), *(session.posargs or ["--quick"]))
+
+
+RELEASE_DIR = ROOT / "dist"
+
+
+def _simple_index(house: Path) -> None:
+    """Write house/simple/ (PEP 503): one page per project linking to its files in `house`."""
+    import hashlib
+    import html
+
+    projects: dict[str, list[Path]] = {}
+    for path in sorted(house.iterdir()):
+        if path.suffix == ".whl":
+            name = path.name.split("-")[0]
+        elif path.name.endswith(".tar.gz"):
+            name = path.name[: -len(".tar.gz")].rsplit("-", 1)[0]
+        else:
+            continue
+        projects.setdefault(re.sub(r"[-_.]+", "-", name).lower(), []).append(path)
+    simple = house / "simple"
+    shutil.rmtree(simple, ignore_errors=True)
+    simple.mkdir()
+    head = '<!DOCTYPE html>\n<html><head><meta name="pypi:repository-version" content="1.0">'
+    links = "".join(f'<a href="{p}/">{p}</a><br>\n' for p in sorted(projects))
+    (simple / "index.html").write_text(f"{head}</head><body>\n{links}</body></html>\n")
+    for project, files in projects.items():
+        (simple / project).mkdir()
+        rows = []
+        for f in files:
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            rows.append(f'<a href="../../{html.escape(f.name)}#sha256={digest}">{f.name}</a><br>')
+        page = f"{head}<title>{project}</title></head><body>\n" + "\n".join(rows)
+        (simple / project / "index.html").write_text(page + "\n</body></html>\n")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def release(session: nox.Session) -> None:
+    """dist/wheelhouse: every package's sdist and wheel at HEAD's version, the wheels of all
+    their runtime dependencies (every extra but [test]) for this Python, and a PEP 503
+    index (dist/wheelhouse/simple); then tools/check_wheelhouse.py installs each package
+    alone from it, in fresh virtualenvs, and runs a cluster across them.
+
+    `pip install --no-index --find-links dist/wheelhouse distributed-worker` or
+    `pip install --index-url file://$PWD/dist/wheelhouse/simple distributed-worker`
+    then works with no other index.
+    """
+    house = RELEASE_DIR / "wheelhouse"
+    shutil.rmtree(house, ignore_errors=True)
+    house.mkdir(parents=True)
+    ours = []
+    for short, dist in PACKAGES.items():
+        wheel = _build_wheel(session, dist, PACKAGES_DIR / dist, house)
+        extras = [e for e in _extras(short) if e != "test"]
+        ours.append(f"{wheel}[{','.join(extras)}]" if extras else str(wheel))
+        session.log(f"{dist} {_head_version(dist)}: {wheel.name}")
+    deps = Path(tempfile.mkdtemp(prefix="distributed-deps-"))
+    try:
+        # one command: the siblings resolve to the wheels just built
+        session.run("python", "-m", "pip", "wheel", "-q", "--wheel-dir", str(deps), *ours)
+        for wheel in deps.glob("*.whl"):
+            if not (house / wheel.name).exists():
+                shutil.copy2(wheel, house)
+    finally:
+        shutil.rmtree(deps, ignore_errors=True)
+    _simple_index(house)
+    files = sorted(p.name for p in house.iterdir() if p.is_file())
+    session.log(f"{house.relative_to(ROOT)}: {len(files)} files\n  " + "\n  ".join(files))
+    session.run("python", str(ROOT / "tools" / "check_wheelhouse.py"), str(house))
 
 
 @nox.session(python=DEFAULT_PYTHON)
