@@ -420,7 +420,7 @@ class Comm:
             if not peer_auth:
                 raise AuthenticationError(
                     f"{self.peer_address} did not authenticate: this side requires a shared "
-                    "secret and the peer has none configured; the peer should " + join_hint()
+                    "secret and the peer has none configured: " + join_hint(peer=True)
                 )
             if not isinstance(peer_nonce, bytes) or len(peer_nonce) < 16:
                 raise HandshakeError(f"{self.peer_address} sent a hello without a valid nonce")
@@ -434,7 +434,8 @@ class Comm:
             if peer_role == role or not security.verify(proof, peer_role, nonce, peer_nonce):
                 raise AuthenticationError(
                     f"{self.peer_address} failed authentication: its proof of the shared "
-                    "secret is wrong (the two sides have different secrets)"
+                    "secret is wrong (the two sides have different secrets): copy the "
+                    "center's secret file again, or check --secret-file on both sides"
                 )
         elif peer_auth:
             raise AuthenticationError(

@@ -82,8 +82,17 @@ def ensure_secret_file(path=None) -> tuple[Path, bool]:
     return path, created
 
 
-def join_hint() -> str:
-    """How a node without the secret gets it (for error messages)."""
+def join_hint(peer: bool = False) -> str:
+    """How a node without the secret gets it (for error messages).
+
+    ``peer=True``: said by the side that has the secret, about the peer.
+    """
+    if peer:
+        return (
+            "give the peer this cluster's secret file (copy the center's "
+            "~/.config/distributed/secret to the same place on the peer's machine, or pass "
+            "--secret-file FILE / Security.from_files(secret_file=FILE) there)"
+        )
     try:
         here = str(default_secret_file())
     except ValueError:
