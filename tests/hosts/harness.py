@@ -688,9 +688,9 @@ class Hosts:
         """See the module-level `start_center`."""
         return start_center(host, *args, timeout=timeout)
 
-    def start_worker(self, host: Host, center_address: str, *args, timeout=LINE_TIMEOUT):
+    def start_worker(self, host: Host, center_address: str, *args, **kwargs):
         """See the module-level `start_worker`."""
-        return start_worker(host, center_address, *args, timeout=timeout)
+        return start_worker(host, center_address, *args, **kwargs)
 
     # -- cleanup --------------------------------------------------------------
 
@@ -752,12 +752,18 @@ def start_center(host: Host, *args, timeout: float = LINE_TIMEOUT):
     return proc, proc.wait_line("Start center at ", timeout)
 
 
-def start_worker(host: Host, center_address: str, *args, timeout: float = LINE_TIMEOUT):
+def start_worker(
+    host: Host,
+    center_address: str,
+    *args,
+    timeout: float = LINE_TIMEOUT,
+    wait_registered: bool = True,
+):
     """Run ``python -m distributed_worker CENTER *args`` in `host`; (process, address).
 
-    Waits up to `timeout` s for ``Start worker at ADDRESS`` and then for
-    ``Registered with center at ...``; raises `HarnessError` with the
-    process's output otherwise.
+    Waits up to `timeout` s for ``Start worker at ADDRESS`` and then (unless
+    ``wait_registered=False``) for ``Registered with center at ...``; raises
+    `HarnessError` with the process's output otherwise.
     """
     proc = host.popen(
         [sys.executable, "-m", "distributed_worker", center_address, *map(str, args)],
@@ -765,5 +771,6 @@ def start_worker(host: Host, center_address: str, *args, timeout: float = LINE_T
         name=f"worker@{host.name}",
     )
     address = proc.wait_line("Start worker at ", timeout)
-    proc.wait_line("Registered with center at ", timeout)
+    if wait_registered:
+        proc.wait_line("Registered with center at ", timeout)
     return proc, address

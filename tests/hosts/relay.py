@@ -39,7 +39,7 @@ IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h, level SOL_IPV6
 SOL_IPV6 = getattr(socket, "SOL_IPV6", 41)
 SO_MARK = getattr(socket, "SO_MARK", 36)
 CHUNK = 256 * 1024  # bytes read at once
-QUEUE = 64  # chunks in flight per direction before reading pauses (backpressure)
+BUFFERED = 8 << 20  # bytes in flight per direction before reading pauses (backpressure)
 # Seconds for the upstream connect: about Linux's own SYN retries (127 s), so a
 # client whose peer vanished sees silence, not an early reset from the relay.
 CONNECT_TIMEOUT = 130.0
@@ -62,9 +62,13 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
 async def _pump(reader, writer, delay: float) -> None:
     """Copy reader -> writer, each chunk `delay` seconds after it was read; EOF too."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue(QUEUE)
+    queue: asyncio.Queue = asyncio.Queue()  # (due time, chunk or None for EOF)
+    buffered = 0  # bytes read and not yet written
+    room = asyncio.Event()
+    room.set()
 
     async def deliver():
+        nonlocal buffered
         while True:
             due, data = await queue.get()
             wait = due - loop.time()
@@ -76,6 +80,9 @@ async def _pump(reader, writer, delay: float) -> None:
                 return
             writer.write(data)
             await writer.drain()
+            buffered -= len(data)
+            if buffered < BUFFERED:
+                room.set()
 
     delivering = asyncio.ensure_future(deliver())
     try:
@@ -87,9 +94,15 @@ async def _pump(reader, writer, delay: float) -> None:
                 delivering.result()  # raises
                 return
             data = reading.result()
-            await queue.put((loop.time() + delay, data or None))
+            queue.put_nowait((loop.time() + delay, data or None))
             if not data:
                 break
+            buffered += len(data)
+            if buffered >= BUFFERED:
+                room.clear()
+                waiting = asyncio.ensure_future(room.wait())
+                await asyncio.wait([waiting, delivering], return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
         await delivering
     finally:
         delivering.cancel()

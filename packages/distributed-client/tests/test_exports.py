@@ -19,6 +19,7 @@ def test_expected_exports():
         "LocalCluster", "LostDataError", "Pool", "RemoteData", "SSHCluster", "SSHClusterError", "as_completed", "clear",
         "delete", "gather", "get", "progress", "scatter", "wait", "__version__",
         "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
+        "CenterTimeoutError", "KilledEveryWorker", "NoWorkersError", "NotACenterError",
     }  # fmt: skip
     assert set(distributed_client.__all__) == expected
     assert distributed_client.__version__ == "0.2.0"
@@ -32,3 +33,18 @@ def test_no_sibling_imports():
         text = path.read_text()
         for sibling in ("distributed_center", "distributed_worker"):
             assert f"import {sibling}" not in text and f"from {sibling}" not in text, path
+
+
+def test_timeout_errors_are_timeout_errors():
+    from distributed_client import (
+        CenterTimeoutError,
+        KilledEveryWorker,
+        KilledWorker,
+        NoWorkersError,
+    )
+
+    assert issubclass(CenterTimeoutError, TimeoutError)
+    assert issubclass(NoWorkersError, TimeoutError)
+    # a task that killed every worker is caught as either
+    assert issubclass(KilledEveryWorker, KilledWorker)
+    assert issubclass(KilledEveryWorker, NoWorkersError)

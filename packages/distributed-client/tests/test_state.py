@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from distributed_client._state import SchedulerState, default_max_in_flight
-from distributed_client.errors import CancelledError, KilledWorker, LostDataError
+from distributed_client.errors import (
+    CancelledError,
+    KilledEveryWorker,
+    KilledWorker,
+    LostDataError,
+    NoWorkersError,
+)
 
 A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
 
@@ -405,3 +411,295 @@ def test_stored_error_is_deleted_from_its_worker():
     s.task_erred("x", A, ValueError("no"))
     assert s.take_report().delete == {"x": [A]}
     assert s.state_of("x") == "erred"
+
+
+# ---------------------------------------------------------------- bounds (issue 8)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, t: float = 100.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_no_workers_fails_queued_tasks_after_the_timeout():
+    clock = Clock()
+    s = make(no_workers_timeout=30, clock=clock, center="tcp://center:8787")
+    s.update_graph({"x": ("spec", []), "y": ("spec", ["x"])}, wants=["y"])
+    assert s.assign() == []
+    assert s.next_deadline() == 130
+    clock.t = 129.9
+    s.expire()
+    assert s.state_of("x") == "queued"
+    clock.t = 130
+    s.expire()
+    assert s.state_of("x") == "erred" and s.state_of("y") == "erred"
+    exc = s.tasks["y"].exception
+    assert isinstance(exc, NoWorkersError) and isinstance(exc, TimeoutError)
+    assert "no worker is available" in str(exc) and "tcp://center:8787" in str(exc)
+    assert "30s" in str(exc) and exc.waited == 30
+    assert s.next_deadline() is None
+    assert sorted(s.take_report().erred) == ["x", "y"]
+
+
+def test_a_worker_arriving_in_time_cancels_the_deadline():
+    clock = Clock()
+    s = make(no_workers_timeout=5, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    s.assign()
+    assert s.next_deadline() == 105
+    clock.t = 104
+    s.add_worker(A)
+    assert s.next_deadline() is None
+    clock.t = 200
+    s.expire()
+    assert run_all(s) == [(A, "x")]
+
+
+def test_no_deadline_without_queued_work_or_with_timeout_none():
+    clock = Clock()
+    s = make(no_workers_timeout=5, clock=clock)
+    s.assign()
+    assert s.next_deadline() is None  # nothing waits
+    s = make(no_workers_timeout=None, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    s.assign()
+    clock.t = 10**6
+    s.expire()
+    assert s.state_of("x") == "queued"
+
+
+def test_only_worker_gone_mid_compute_fails_after_no_workers_timeout():
+    clock = Clock()
+    s = make(A, no_workers_timeout=3, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    [(w, _)] = s.assign()
+    s.remove_worker(A)  # dropped by the center: its host vanished
+    assert s.state_of("x") == "queued"  # rescheduled, waiting for a worker
+    assert s.next_deadline() == 103
+    clock.t = 103
+    s.expire()
+    exc = s.tasks["x"].exception
+    # the task may have killed it, or its host vanished: both kinds of error
+    assert isinstance(exc, KilledEveryWorker)
+    assert isinstance(exc, NoWorkersError) and isinstance(exc, KilledWorker)
+    assert exc.workers == [A] and exc.key == "x"
+    assert "no worker is available" in str(exc) and A in str(exc)
+
+
+def test_task_that_killed_every_worker_fails_instead_of_waiting_forever():
+    clock = Clock()
+    s = make(A, B, allowed_failures=3, no_workers_timeout=3, clock=clock)
+    s.update_graph({"bad": ("spec", [])}, wants=["bad"])
+    for _ in range(2):
+        [(w, _)] = s.assign()
+        s.remove_worker(w)
+    assert s.state_of("bad") == "queued" and not s.workers
+    clock.t += 3
+    s.expire()
+    exc = s.tasks["bad"].exception
+    assert isinstance(exc, KilledWorker) and sorted(exc.workers) == [A, B]
+    assert exc.attempts == 2
+
+
+def test_killed_worker_names_every_worker_it_killed():
+    s = make(A, B, C, allowed_failures=3)
+    s.update_graph({"bad": ("spec", [])}, wants=["bad"])
+    killed = []
+    for _ in range(3):
+        [(w, _)] = s.assign()
+        killed.append(w)
+        s.remove_worker(w)
+    exc = s.tasks["bad"].exception
+    assert type(exc) is KilledWorker
+    assert exc.workers == killed and exc.last_worker == killed[-1]
+    for w in killed:
+        assert w in str(exc)
+
+
+def test_missing_scattered_input_fails_with_lost_data_error():
+    s = make(A, B)
+    s.add_data({"d": [A]}, nbytes={"d": 8}, wants=True)
+    s.update_graph({"y": ("spec", ["d"])}, wants=["y"])
+    s.add_worker(C)
+    [(w, k)] = s.assign()
+    s.task_missing_data("y", w, ["d"])  # the holder vanished; nobody could serve d
+    assert s.state_of("y") == "erred"
+    exc = s.tasks["y"].exception
+    assert isinstance(exc, LostDataError) and exc.keys == ["d"]
+
+
+def test_missing_input_recomputed_once_even_if_the_old_holder_answers_late():
+    s = make(A, B)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    [(wx, _)] = s.assign()
+    s.task_finished("x", wx)
+    other = B if wx == A else A
+    s.update_graph({"y": ("spec", ["x"])}, wants=["y"], restrictions={"y": [other]})
+    [(wy, _)] = s.assign()
+    assert wy == other
+    s.take_report()
+    s.task_missing_data("y", wy, ["x"])
+    assert s.who_has(["x"]) == {"x": []}
+    order = run_all(s)
+    assert [k for _, k in order] == ["x", "y"]
+    # the old holder turns out to have x after all: two holders, one result
+    s.task_finished("x", wx)
+    report = s.take_report()
+    assert report.done.count("x") == 1 and report.done.count("y") == 1
+    assert s.state_of("y") == "memory"
+
+
+def test_worker_back_with_result_after_reschedule_gives_one_result():
+    s = make(A, B)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    [(w, _)] = s.assign()
+    other = B if w == A else A
+    s.remove_worker(w)  # vanished mid-compute: rescheduled
+    [(w2, _)] = s.assign()
+    assert w2 == other
+    s.task_finished("x", other)
+    s.add_worker(w)  # it comes back (re-registered) ...
+    s.task_finished("x", w)  # ... with its result
+    assert s.state_of("x") == "memory"
+    assert sorted(s.who_has(["x"])["x"]) == sorted([A, B])
+    assert s.take_report().done == ["x"]
+    assert s.processing_count() == 0
+
+
+def test_missing_data_keeps_a_holder_that_was_not_asked():
+    s = make(A, B, C)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    [(wx, _)] = s.assign()
+    s.task_finished("x", wx)
+    rest = [w for w in (A, B, C) if w != wx]
+    s.update_graph({"y": ("spec", ["x"])}, wants=["y"], restrictions={"y": [rest[0]]})
+    [(wy, _)] = s.assign()
+    hint = s.dependency_hints("y")
+    assert hint == {"x": [wx]}
+    s.task_finished("x", rest[1])  # meanwhile another copy appeared (e.g. recomputed)
+    s.task_missing_data("y", wy, ["x"], asked=hint)
+    assert s.state_of("x") == "memory" and s.who_has(["x"]) == {"x": [rest[1]]}
+    assert s.state_of("y") == "queued"  # runs again with the new holder
+    assert run_all(s) == [(wy, "y")]
+
+
+def test_task_restricted_to_gone_workers_fails_after_no_workers_timeout():
+    clock = Clock()
+    s = make(A, B, no_workers_timeout=4, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"], restrictions={"x": [C]})
+    assert s.assign() == []
+    assert s.next_deadline() == 104
+    clock.t = 103
+    s.expire()
+    assert s.state_of("x") == "queued"
+    clock.t = 104
+    s.expire()
+    exc = s.tasks["x"].exception
+    assert isinstance(exc, NoWorkersError) and exc.allowed == [C]
+    assert C in str(exc) and "no worker is available" in str(exc)
+
+
+def test_restricted_task_runs_when_its_worker_arrives_in_time():
+    clock = Clock()
+    s = make(A, no_workers_timeout=4, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"], restrictions={"x": [C]})
+    s.assign()
+    clock.t = 103
+    s.add_worker(C)
+    assert run_all(s) == [(C, "x")]
+    clock.t = 200
+    s.expire()
+    assert s.state_of("x") == "memory" and s.next_deadline() is None
+
+
+def test_restricted_deadline_does_not_cut_short_the_no_workers_wait():
+    clock = Clock()
+    s = make(A, no_workers_timeout=4, clock=clock)
+    s.update_graph({"r": ("spec", [])}, wants=["r"], restrictions={"r": [C]})
+    s.assign()  # r waits for C from t=100
+    clock.t = 102
+    s.remove_worker(A)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    s.assign()  # x waits for any worker from t=102
+    clock.t = 104
+    s.expire()
+    assert s.state_of("r") == "erred" and s.state_of("x") == "queued"
+    assert s.next_deadline() == 106
+    clock.t = 106
+    s.expire()
+    assert isinstance(s.tasks["x"].exception, NoWorkersError)
+
+
+def test_missing_data_keeps_a_copy_recomputed_on_the_asking_worker_meanwhile():
+    s = make(A, B)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    [(wx, _)] = s.assign()
+    s.task_finished("x", wx)
+    other = B if wx == A else A
+    s.update_graph({"y": ("spec", ["x"])}, wants=["y"], restrictions={"y": [other]})
+    [(wy, _)] = s.assign()
+    hint = s.dependency_hints("y")
+    # y's fetch from wx hangs; the center drops wx; x is recomputed on `other`
+    s.remove_worker(wx)
+    assert s.state_of("y") == "processing"
+    assert run_all(s) == [(other, "x")]
+    # then the stuck fetch gives up: x is on `other` now, y just runs again
+    s.task_missing_data("y", wy, ["x"], asked=hint)
+    assert s.state_of("x") == "memory" and s.who_has(["x"]) == {"x": [other]}
+    assert run_all(s) == [(other, "y")]
+
+
+def test_listed_but_unreachable_worker_does_not_stop_the_no_workers_clock():
+    # the center lists a worker the client cannot reach (a partition between
+    # them only): it is tried again and again, but the wait stays bounded
+    clock = Clock()
+    s = make(A, no_workers_timeout=10, clock=clock)
+    s.update_graph({"x": ("spec", [])}, wants=["x"])
+    [(w, _)] = s.assign()
+    s.remove_worker(A, blame=False)  # could not connect
+    assert s.next_deadline() == 110
+    for t in (104, 108):
+        clock.t = t
+        s.add_worker(A)  # listed again
+        assert s.assign() == [(A, "x")]
+        assert s.next_deadline() == 110
+        s.remove_worker(A, blame=False)
+    clock.t = 109
+    s.add_worker(A)
+    s.assign()
+    clock.t = 110
+    s.expire()  # x was sent to A, still unreached: fails anyway
+    exc = s.tasks["x"].exception
+    assert isinstance(exc, NoWorkersError) and not isinstance(exc, KilledWorker)
+    assert not s.workers[A].processing
+
+
+def test_unreached_worker_that_connects_or_answers_is_live_again():
+    clock = Clock()
+    s = make(A, no_workers_timeout=10, clock=clock)
+    s.update_graph({"x": ("spec", []), "y": ("spec", [])}, wants=["x", "y"])
+    s.assign()
+    s.remove_worker(A, blame=False)
+    s.add_worker(A)
+    assert s.next_deadline() == 110
+    s.worker_reached(A)  # a connection to it succeeded
+    assert s.next_deadline() is None
+    s.assign()
+    s.remove_worker(A, blame=False)
+    s.add_worker(A)
+    out = s.assign()
+    assert s.next_deadline() is not None
+    assert sorted(k for _, k in out) == ["x", "y"]
+    w, k = out[0]
+    s.task_finished(k, w)  # an answer proves it too
+    assert s.next_deadline() is None
+    clock.t = 1000
+    s.expire()
+    w, k = out[1]
+    s.task_finished(k, w)
+    assert s.state_of("x") == s.state_of("y") == "memory"

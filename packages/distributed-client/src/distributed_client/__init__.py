@@ -8,10 +8,23 @@
 * :class:`LocalCluster` -- a Center and Workers as local processes.
 * :class:`SSHCluster` -- a Center and Workers started over SSH
   (``distributed-client[ssh]``; also ``dcluster ssh HOST...``).
+* Errors: :class:`KilledWorker`, :class:`LostDataError`,
+  :class:`NoWorkersError`, :class:`KilledEveryWorker`,
+  :class:`CenterTimeoutError`, :class:`NotACenterError`,
+  :class:`CancelledError`, :class:`GraphError`.
 """
 
 from ._version import __version__
-from .errors import CancelledError, GraphError, KilledWorker, LostDataError
+from .errors import (
+    CancelledError,
+    CenterTimeoutError,
+    GraphError,
+    KilledEveryWorker,
+    KilledWorker,
+    LostDataError,
+    NotACenterError,
+    NoWorkersError,
+)
 from .executor import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -40,10 +53,14 @@ __all__ = [
     "wait",
     "AsyncResult",
     "CancelledError",
+    "CenterTimeoutError",
     "GraphError",
+    "KilledEveryWorker",
     "KilledWorker",
     "LocalCluster",
     "LostDataError",
+    "NoWorkersError",
+    "NotACenterError",
     "Pool",
     "RemoteData",
     "SSHCluster",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from distributed_core import normalize_address
+from distributed_core.timeouts import DEFAULTS
 
-from ._session import Session
+from ._session import Session, resolve_center
 from ._sync import get_runner, on_exit
 
 __all__ = ["ClientBase"]
@@ -33,6 +33,31 @@ class ClientBase:
 
     ``asynchronous=True``: create it inside a running event loop and
     ``await`` it (or use ``async with``); its methods then return awaitables.
+
+    Parameters
+    ----------
+    center
+        the center's address (``'host:port'``, ``'tcp://host:port'``,
+        ``(host, port)``), or a :class:`~distributed_client.LocalCluster`
+        (whose ``no_workers_timeout`` is then the default).
+    timeout
+        seconds to connect to the center (``connect_timeout``).
+    center_timeout
+        seconds any call that needs the center waits for it (default
+        ``DEFAULTS.center_timeout``, 10), then
+        :class:`~distributed_client.CenterTimeoutError`. Calls that do not
+        need the center (gathering results) keep working meanwhile.
+    no_workers_timeout
+        seconds a task waits while the cluster has no live worker (default
+        ``DEFAULTS.no_workers_timeout``, 30), then
+        :class:`~distributed_client.NoWorkersError`.
+    allowed_failures
+        deaths of workers running a task before it raises
+        :class:`~distributed_client.KilledWorker` (default 3).
+
+    .. versionchanged:: 0.1.1
+       ``center_timeout`` and ``no_workers_timeout``; a LocalCluster is
+       accepted as `center`.
     """
 
     def __init__(
@@ -41,11 +66,15 @@ class ClientBase:
         *,
         security=None,
         asynchronous: bool = False,
-        timeout: float = 5.0,
+        timeout: float = DEFAULTS.connect_timeout,
         name: str | None = None,
-        allowed_failures: int = 3,
+        allowed_failures: int = DEFAULTS.allowed_failures,
+        center_timeout: float | None = None,
+        no_workers_timeout: float | None = None,
     ):
-        self.center = normalize_address(center)
+        self.center, bounds = resolve_center(
+            center, center_timeout=center_timeout, no_workers_timeout=no_workers_timeout
+        )
         self.security = security
         self.asynchronous = asynchronous
         self._timeout = timeout
@@ -54,6 +83,7 @@ class ClientBase:
             connect_timeout=timeout,
             name=name,
             allowed_failures=allowed_failures,
+            **bounds,
         )
         self.session: Session | None = None
         self._runner = None

@@ -205,7 +205,8 @@ class DataMixin:
         if not self.state.workers:
             await self.refresh_workers()
         if not self.state.workers:
-            await self.wait_for_workers(1, timeout=self.connect_timeout)
+            # NoWorkersError after no_workers_timeout
+            await self.wait_for_workers(1, timeout=self.state.no_workers_timeout)
         pool = (
             sorted(workers)
             if workers is not None

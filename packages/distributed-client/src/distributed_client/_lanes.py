@@ -65,6 +65,7 @@ class _Lane:
             except (CommClosedError, OSError) as e:
                 link._failed(self, sent=False, cause=e)
                 return
+            link._connected()
             reader = asyncio.ensure_future(self._read())
             self.tasks.append(reader)
             loop = asyncio.get_running_loop()
@@ -131,7 +132,8 @@ class WorkerLink:
     with the reply dict, or with an exception if the request could not be
     encoded. When a connection fails, ``on_failure(link, sent, cause)`` is
     called once and the link is closed; the session then treats the worker as
-    gone.
+    gone. ``on_connect(link)``, if given, is called once, when the first
+    connection is up (the worker is reachable).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class WorkerLink:
         nlanes: int,
         *,
         on_failure: Callable,
+        on_connect: Callable | None = None,
         security=None,
         connect_timeout: float = 2.0,
         name: str | None = None,
@@ -149,6 +152,7 @@ class WorkerLink:
         self.connect_timeout = connect_timeout
         self.name = name
         self.on_failure = on_failure
+        self.on_connect = on_connect
         self.lanes = [_Lane(self) for _ in range(max(1, nlanes))]
         self.closed = False
         for lane in self.lanes:
@@ -174,9 +178,17 @@ class WorkerLink:
                     best, n = lane, m
         best.push(msg, on_reply)
 
+    def _connected(self) -> None:
+        cb, self.on_connect = self.on_connect, None
+        if cb is not None and not self.closed:
+            cb(self)
+
     def _failed(self, lane: _Lane, sent: bool, cause: BaseException) -> None:
         if self.closed:
             return
+        # blame the worker's death on its requests if any lane had one written,
+        # not only the lane that noticed (e.g. a lane still connecting)
+        sent = sent or any(lane.pending for lane in self.lanes)
         self.close()
         self.on_failure(self, sent, cause)
 

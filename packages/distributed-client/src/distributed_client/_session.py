@@ -18,6 +18,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Hashable, Iterable, Mapping
@@ -30,20 +31,51 @@ from distributed_core import (
     normalize_address,
     rpc,
 )
+from distributed_core.timeouts import DEFAULTS
 
 from ._data import DataMixin, WorkerUnreachable, as_exception
 from ._lanes import WorkerLink
 from ._state import SchedulerState
+from .errors import CenterTimeoutError, NotACenterError, NoWorkersError
 
-__all__ = ["Session", "as_exception"]
+__all__ = ["Session", "as_exception", "resolve_center"]
 
 logger = logging.getLogger("distributed_client")
+
+
+def resolve_center(center, **bounds) -> tuple[str, dict]:
+    """``(address, session bounds)`` for what a client was given as its center.
+
+    `center` is an address, or an object with a ``center_address`` (a
+    :class:`~distributed_client.LocalCluster`), whose ``no_workers_timeout``
+    and ``center_timeout`` are then the defaults. `bounds` given as ``None``
+    are left to those defaults.
+    """
+    defaults = {}
+    address = getattr(center, "center_address", None)
+    if isinstance(address, str) and address:
+        for name in ("center_timeout", "no_workers_timeout"):
+            value = getattr(center, name, None)
+            if value is not None:
+                defaults[name] = value
+        center = address
+    out = {**defaults, **{k: v for k, v in bounds.items() if v is not None}}
+    return normalize_address(center), out
 
 
 class Session(DataMixin):
     """A connection to one cluster and the client-side scheduler that drives it.
 
     Create with ``await Session.create(center)`` on a running loop.
+
+    Bounds (names and defaults from ``distributed_core.timeouts.DEFAULTS``):
+    every call that needs the center waits at most `center_timeout` seconds
+    (retrying a refused or broken connection meanwhile), then raises
+    :class:`~distributed_client.CenterTimeoutError`; queued tasks wait at most
+    `no_workers_timeout` seconds while there is no live worker, then fail
+    with :class:`~distributed_client.NoWorkersError`; a task whose worker
+    died `allowed_failures` times raises
+    :class:`~distributed_client.KilledWorker`.
     """
 
     #: how often the worker list is refreshed from the center (seconds)
@@ -58,17 +90,29 @@ class Session(DataMixin):
         center,
         *,
         security=None,
-        connect_timeout: float = 5.0,
+        connect_timeout: float = DEFAULTS.connect_timeout,
         worker_connect_timeout: float = 1.0,
-        allowed_failures: int = 3,
+        allowed_failures: int = DEFAULTS.allowed_failures,
+        center_timeout: float = DEFAULTS.center_timeout,
+        no_workers_timeout: float | None = DEFAULTS.no_workers_timeout,
         name: str | None = None,
     ):
         self.center_address = normalize_address(center)
         self.security = security
         self.connect_timeout = connect_timeout
+        if center_timeout is None or center_timeout <= 0:
+            raise ValueError(f"center_timeout must be a number > 0, got {center_timeout!r}")
+        self.center_timeout = float(center_timeout)
+        if no_workers_timeout is not None and no_workers_timeout < 0:
+            raise ValueError(f"no_workers_timeout must be >= 0, got {no_workers_timeout!r}")
         self.id = uuid.uuid4().hex[:10]
         self.name = name or f"client-{self.id}"
-        self.state = SchedulerState(allowed_failures=allowed_failures)
+        self.state = SchedulerState(
+            allowed_failures=allowed_failures,
+            no_workers_timeout=no_workers_timeout,
+            clock=time.monotonic,
+            center=self.center_address,
+        )
         self.center_pool = ConnectionPool(
             limit=16, security=security, connect_timeout=connect_timeout, name=self.name
         )
@@ -97,6 +141,11 @@ class Session(DataMixin):
         self._gone: dict[str, float] = {}
         #: worker -> [time of its last compute reply, smoothed gap between replies]
         self._timing: dict[str, list] = {}
+        #: worker -> connections of requests in progress (aborted when it is gone)
+        self._calls: dict[str, set] = defaultdict(set)
+        #: the timer that calls SchedulerState.expire, and when it fires
+        self._deadline_handle: asyncio.TimerHandle | None = None
+        self._deadline_at: float | None = None
 
     def __repr__(self) -> str:
         return (
@@ -117,8 +166,9 @@ class Session(DataMixin):
         self._refresh_now = asyncio.Event()
         self._workers_event = asyncio.Event()
         try:
-            await self.refresh_workers()
-        except HandshakeError:  # wrong secret, TLS or protocol version: says so itself
+            await self._first_contact()
+        except (HandshakeError, NotACenterError, CenterTimeoutError):
+            # wrong secret/TLS/protocol, a worker's address, a silent peer: says so itself
             await self._close_pools()
             self.status = "closed"
             raise
@@ -131,6 +181,31 @@ class Session(DataMixin):
                 f"(start one with `python -m distributed_center`, or use LocalCluster())"
             ) from None
         self.status = "running"
+
+    async def _first_contact(self) -> None:
+        """The first call to the center; tells a worker's address from a center's."""
+        try:
+            await self.refresh_workers(retry=False)
+        except Exception as e:
+            if "unknown op" not in str(e):
+                raise
+            # something that serves ops but not the center's: ask what it is
+            try:
+                ident = await self.center_call("identity", retry=False)
+            except Exception:
+                ident = None
+            kind = ident.get("type") if isinstance(ident, dict) else None
+            if kind == "Worker":
+                its = ident.get("center")
+                hint = f" (its center is at {its})" if its else ""
+                raise NotACenterError(
+                    f"{self.center_address} is a worker, not a center{hint}: pass the "
+                    f"center's address to the client, e.g. Executor({str(its or 'CENTER')!r})"
+                ) from None
+            raise NotACenterError(
+                f"{self.center_address} is not a center (it is {kind or 'unknown'}: it "
+                f"answered the center's 'ncores' op with {e}); pass the center's address"
+            ) from None
 
     async def close(self, release: bool = True, timeout: float = 5.0) -> None:
         """Stop, delete the data this session still holds (with `release`), close connections.
@@ -167,6 +242,9 @@ class Session(DataMixin):
                     logger.info("could not delete %d keys while closing: %s", len(keys), e)
         if self._delete_task is not None:
             self._delete_task.cancel()
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+            self._deadline_handle = None
         for link in self._links.values():
             link.close()
         self._links.clear()
@@ -332,9 +410,32 @@ class Session(DataMixin):
             self._ensure_refresher()
             if not self.state.workers:
                 self._refresh_now.set()
+        self._schedule_deadline()
         again = self.state.take_report()  # assign() never reports, but be safe
         if again:
             self._report_again(again)
+
+    def _schedule_deadline(self) -> None:
+        """Make sure SchedulerState.expire runs at its next deadline (no_workers_timeout)."""
+        deadline = self.state.next_deadline()
+        if deadline == self._deadline_at:
+            return
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+            self._deadline_handle = None
+        self._deadline_at = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self.state.clock())
+            self._deadline_handle = self.loop.call_later(delay, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._deadline_handle = None
+        self._deadline_at = None
+        if self.closed:
+            return
+        self.state.expire()
+        self._kicked = True
+        self._process()
 
     def _report_again(self, report) -> None:
         if report.delete:
@@ -379,17 +480,18 @@ class Session(DataMixin):
                 worker,
                 ws.ncores + 1,
                 on_failure=self._link_failed,
+                on_connect=self._link_connected,
                 security=self.security,
                 connect_timeout=self.pool.connect_timeout,
                 name=self.name,
             )
-        link.send(msg, functools.partial(self._on_compute_reply, worker, key))
+        link.send(msg, functools.partial(self._on_compute_reply, worker, key, msg.get("who_has")))
 
     async def _send_after(self, fut, worker, key) -> None:
         await asyncio.shield(fut)
         self._send_compute(worker, key)
 
-    def _on_compute_reply(self, worker: str, key: Hashable, reply) -> None:
+    def _on_compute_reply(self, worker: str, key: Hashable, asked, reply) -> None:
         self._observe_reply(worker)
         if isinstance(reply, BaseException):
             # the request could not be sent (e.g. unpicklable arguments)
@@ -403,7 +505,8 @@ class Session(DataMixin):
                 self.state.task_erred(key, worker, result.get("exception"))
             elif status == "missing-data":
                 logger.info("%r on %s: inputs %s missing", key, worker, result.get("keys"))
-                self.state.task_missing_data(key, worker, result.get("keys") or ())
+                missing = result.get("keys") or ()
+                self.state.task_missing_data(key, worker, missing, asked or {})
                 self._refresh_now.set()
             else:
                 self.state.task_erred(
@@ -442,6 +545,11 @@ class Session(DataMixin):
         depth = n + int(self.pipeline_cover / max(ewma, 1e-6))
         ws.max_in_flight = min(max(2 * n + 1, depth), 16 * n + 4)
 
+    def _link_connected(self, link: WorkerLink) -> None:
+        if link.address in self.state.unreached:
+            self.state.worker_reached(link.address)
+            self._kick()
+
     def _link_failed(self, link: WorkerLink, sent: bool, cause: BaseException) -> None:
         if self._links.get(link.address) is link:
             del self._links[link.address]
@@ -455,6 +563,9 @@ class Session(DataMixin):
         except (CommClosedError, OSError) as e:
             raise WorkerUnreachable(address, False, e) from e
         sent = False
+        calls = self._calls[address]
+        calls.add(comm)  # aborted by _worker_failed if the worker is gone meanwhile
+        self._ensure_refresher()  # so that we hear of it from the center
         try:
             await comm.write(msg)
             sent = True
@@ -465,6 +576,10 @@ class Session(DataMixin):
         except BaseException:
             self.pool.discard(comm)
             raise
+        finally:
+            calls.discard(comm)
+            if not calls and self._calls.get(address) is calls:
+                del self._calls[address]
         self.pool.release(comm)
         if type(response) is dict:
             status = response.get("status")
@@ -486,13 +601,19 @@ class Session(DataMixin):
             self.state.remove_worker(address, blame=blame)
             self.pool.remove(address)
             self._refresh_now.set()
+        for comm in self._calls.pop(address, ()):
+            comm.abort()  # a gather or scatter waiting on it fails now, not never
         self._kick()
 
     # ------------------------------------------------------------------ workers
 
-    async def refresh_workers(self) -> None:
-        """Learn which workers the center knows (new ones join, missing ones are gone)."""
-        ncores = await self._center_rpc.call("ncores")
+    async def refresh_workers(self, retry: bool = True) -> None:
+        """Learn which workers the center knows (new ones join, missing ones are gone).
+
+        Raises :class:`~distributed_client.CenterTimeoutError` after
+        ``center_timeout`` seconds without an answer.
+        """
+        ncores = await self.center_call("ncores", retry=retry)
         if not isinstance(ncores, dict):
             raise TypeError(f"center at {self.center_address} answered ncores with {ncores!r:.100}")
         now = self.loop.time()
@@ -514,7 +635,13 @@ class Session(DataMixin):
 
     def _busy(self) -> bool:
         st = self.state
-        return bool(st.unplaced or st.isolated or st.unrunnable or st.processing_count())
+        return bool(
+            st.unplaced
+            or st.isolated
+            or st.unrunnable
+            or st.processing_count()
+            or self._calls  # a gather from a worker the center may drop meanwhile
+        )
 
     def _ensure_refresher(self) -> None:
         t = self._refresh_task
@@ -554,6 +681,9 @@ class Session(DataMixin):
                 log("could not refresh workers from %s: %s", self.center_address, e)
 
     async def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
+        """Until the center lists `n` workers; NoWorkersError after `timeout` s."""
+        start = self.loop.time()
+
         async def _wait():
             while True:
                 await self.refresh_workers()
@@ -561,8 +691,39 @@ class Session(DataMixin):
                     return
                 await asyncio.sleep(0.05)
 
-        await asyncio.wait_for(_wait(), timeout)
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except CenterTimeoutError:
+            raise  # (a TimeoutError too) the center is silent, not the workers absent
+        except asyncio.TimeoutError:
+            raise NoWorkersError(self.center_address, self.loop.time() - start) from None
 
-    async def center_call(self, op: str, **kwargs):
-        """Call an op on the center (core's rpc retries a stale pooled connection once)."""
-        return await self._center_rpc.call(op, **kwargs)
+    async def center_call(self, op: str, *, retry: bool = True, **kwargs):
+        """Call an op on the center; at most ``center_timeout`` seconds.
+
+        A refused or broken connection is retried (with backoff) until the
+        bound, so a center that restarts or heals within it is not noticed;
+        after it, :class:`~distributed_client.CenterTimeoutError` names the
+        center and the time waited. With ``retry=False`` a connection error
+        is raised at once (the bound still applies to a silent center).
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + self.center_timeout
+        delay = 0.05
+        last: BaseException | None = None
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                return await asyncio.wait_for(self._center_rpc.call(op, **kwargs), remaining)
+            except (CommClosedError, OSError) as e:  # TimeoutError is an OSError
+                if loop.time() >= deadline:
+                    break  # the bound (or a connect attempt that used it up)
+                if not retry or isinstance(e, HandshakeError):
+                    raise
+                last = e
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 1.0)
+        raise CenterTimeoutError(self.center_address, loop.time() - start, op, last) from last

@@ -35,15 +35,35 @@ its worker is blamed exactly; after ``allowed_failures`` deaths it fails with
 :class:`~distributed_client.KilledWorker`. Lost results are recomputed from
 their definitions; lost data that has no definition (it was scattered) fails
 its dependents with :class:`~distributed_client.LostDataError` naming the keys.
+A worker that reports ``missing-data`` for a compute (it could fetch an
+input from no holder) makes the client drop those holders for those keys and
+recompute the inputs from their tasks before the dependent runs again.
+
+No workers: while there is queued work and no worker at all, the state
+counts time on its injected ``clock``. After ``no_workers_timeout`` seconds
+(see :meth:`SchedulerState.expire`, which the driver calls at
+:meth:`SchedulerState.next_deadline`) the queued tasks fail with
+:class:`~distributed_client.NoWorkersError` (or
+:class:`~distributed_client.KilledEveryWorker` for a task that was running on
+workers that died), and their dependents with them.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
-from .errors import CancelledError, KilledWorker, LostDataError
+from distributed_core.timeouts import DEFAULTS
+
+from .errors import (
+    CancelledError,
+    KilledEveryWorker,
+    KilledWorker,
+    LostDataError,
+    NoWorkersError,
+)
 
 __all__ = ["SchedulerState", "TaskState", "WorkerState", "Report", "default_max_in_flight"]
 
@@ -79,6 +99,8 @@ class TaskState:
         "processing_on",
         "queued_on",
         "suspicious",
+        "killed",
+        "stalled_since",
         "exception",
         "restrictions",
         "priority",
@@ -100,6 +122,10 @@ class TaskState:
         self.processing_on: str | None = None
         self.queued_on: str | None = None
         self.suspicious = 0
+        #: workers that died while running this task, in order
+        self.killed: list[str] = []
+        #: since when (``clock()``) it waits for one of its restricted workers
+        self.stalled_since: float | None = None
         self.exception: BaseException | None = None
         self.restrictions: frozenset[str] | None = None
         self.priority = priority
@@ -190,8 +216,11 @@ class SchedulerState:
     def __init__(
         self,
         max_in_flight: Callable[[int], int] = default_max_in_flight,
-        allowed_failures: int = 3,
+        allowed_failures: int = DEFAULTS.allowed_failures,
         steal_bytes: int = 100_000,
+        no_workers_timeout: float | None = DEFAULTS.no_workers_timeout,
+        clock: Callable[[], float] = time.monotonic,
+        center: str = "the center",
     ):
         #: tasks placed on workers per assign() call, so that one call stays
         #: short however many tasks are ready (call again while ``unplaced``)
@@ -202,13 +231,27 @@ class SchedulerState:
         self.tasks: dict[Hashable, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.max_in_flight = max_in_flight
+        if allowed_failures < 1:
+            raise ValueError(f"allowed_failures must be >= 1, got {allowed_failures}")
         self.allowed_failures = allowed_failures
+        #: seconds queued work waits while there is no worker (None: forever)
+        self.no_workers_timeout = no_workers_timeout
+        self.clock = clock
+        #: the center's address, for error messages
+        self.center = center
+        #: since when (``clock()``) there has been work and no live worker
+        self.no_workers_since: float | None = None
+        #: workers the client failed to reach (``remove_worker(blame=False)``):
+        #: listed again by the center, they count as live only once they answer
+        self.unreached: set[str] = set()
         #: queued tasks not yet placed on a worker, in priority order
         self.unplaced: deque[TaskState] = deque()
         #: queued tasks that must run alone on an idle worker
         self.isolated: deque[TaskState] = deque()
         #: queued tasks restricted to workers that are not (yet) there
         self.unrunnable: list[TaskState] = []
+        #: the earliest ``stalled_since`` in unrunnable (may be early, never late)
+        self._stalled_min: float | None = None
         self._report = Report()
         self._counter = 0
         #: where the last task without inputs went, and how much busier (tasks
@@ -255,6 +298,8 @@ class SchedulerState:
         if ws is None:
             ncores = max(1, int(ncores))
             self.workers[address] = WorkerState(address, ncores, self.max_in_flight(ncores))
+            if address not in self.unreached:
+                self.no_workers_since = None
             if self.unrunnable:
                 self.unplaced.extend(self.unrunnable)
                 self.unrunnable = []
@@ -269,6 +314,10 @@ class SchedulerState:
         ws = self.workers.pop(address, None)
         if ws is None:
             return
+        if blame:
+            self.unreached.discard(address)
+        else:
+            self.unreached.add(address)
         # 1. data it held
         for ts in list(ws.has):
             ts.who_has.discard(address)
@@ -282,8 +331,9 @@ class SchedulerState:
                 continue
             if blame:
                 ts.suspicious += 1
+                ts.killed.append(address)
             if ts.suspicious >= self.allowed_failures:
-                self._fail(ts, KilledWorker(ts.key, address, ts.suspicious))
+                self._fail(ts, KilledWorker(ts.key, ts.killed, ts.suspicious))
             else:
                 ts.state = "released"
                 self._need(ts)
@@ -294,6 +344,7 @@ class SchedulerState:
                 ts.queued_on = None
                 self.unplaced.append(ts)
         ws.queue.clear()
+        self._check_no_workers()
 
     # ------------------------------------------------------------------ graphs
 
@@ -439,6 +490,8 @@ class SchedulerState:
 
     def task_finished(self, key: Hashable, worker: str, nbytes: int = 0) -> None:
         """`worker` computed `key` and holds the result."""
+        if worker in self.unreached:
+            self._answered(worker)
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is not None and ts is not None:
@@ -480,6 +533,8 @@ class SchedulerState:
         The worker stored the error under `key`; the client keeps the
         exception, so that copy is deleted.
         """
+        if worker in self.unreached:
+            self._answered(worker)
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is not None:
@@ -494,8 +549,25 @@ class SchedulerState:
             return
         self._fail(ts, exception)
 
-    def task_missing_data(self, key: Hashable, worker: str, missing: Iterable[Hashable]) -> None:
-        """`worker` could not fetch `missing` inputs of `key` from anyone."""
+    def task_missing_data(
+        self,
+        key: Hashable,
+        worker: str,
+        missing: Iterable[Hashable],
+        asked: Mapping[Hashable, Iterable[str]] | None = None,
+    ) -> None:
+        """`worker` could not fetch `missing` inputs of `key` from anyone.
+
+        `asked` is the ``who_has`` hint sent with the compute: those holders
+        are dropped for those keys; a holder that got the key since then
+        (e.g. it was recomputed there, maybe on `worker` itself, while the
+        fetch waited for a vanished holder) is kept.
+        Without `asked`, every holder is dropped. An input left without a
+        holder is recomputed from its task (or fails its dependents with
+        :class:`LostDataError` if it was scattered), then `key` runs again.
+        """
+        if worker in self.unreached:
+            self._answered(worker)
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ws is not None and ts is not None:
@@ -508,11 +580,15 @@ class SchedulerState:
             mts = self.tasks.get(mk)
             if mts is None:
                 continue
-            for w in mts.who_has:
+            if asked is None:
+                gone = set(mts.who_has)
+            else:
+                gone = set(asked.get(mk, ())) & mts.who_has
+            for w in gone:
+                mts.who_has.discard(w)
                 if w in self.workers:
                     self.workers[w].has.discard(mts)
-            mts.who_has.clear()
-            if mts.state == "memory":
+            if mts.state == "memory" and not mts.who_has:
                 self._lose(mts)
         if ts.state == "processing":
             ts.state = "released"
@@ -544,7 +620,10 @@ class SchedulerState:
     def assign(self) -> list[tuple[str, Hashable]]:
         """Decide what to send now: ``[(worker, key), ...]``; marks them processing."""
         if not self.workers:
+            self._check_no_workers()
             return []
+        if self.unreached and self.no_workers_since is None:
+            self._check_no_workers()  # listed again, but not reached yet
         budget = self.placement_batch
         while self.unplaced and budget > 0:
             budget -= 1
@@ -557,8 +636,14 @@ class SchedulerState:
             ws = self._choose_worker(ts)
             if ws is None:
                 # restricted to workers that are not there: wait for them
+                # (at most no_workers_timeout, see expire)
+                if ts.stalled_since is None:
+                    ts.stalled_since = self.clock()
+                if self._stalled_min is None or ts.stalled_since < self._stalled_min:
+                    self._stalled_min = ts.stalled_since
                 self.unrunnable.append(ts)
                 continue
+            ts.stalled_since = None
             ts.queued_on = ws.address
             ws.queue.append(ts)
         out: list[tuple[str, Hashable]] = []
@@ -581,6 +666,114 @@ class SchedulerState:
                         break
                     self._start(ts, ws, out)
         return out
+
+    # ------------------------------------------------------------------ deadlines
+
+    def has_queued_work(self) -> bool:
+        """Whether some task waits for a worker to run on."""
+        return bool(self.unplaced or self.isolated or self.unrunnable)
+
+    def next_deadline(self) -> float | None:
+        """When (on ``clock``) :meth:`expire` has something to do, or None."""
+        if self.no_workers_timeout is None:
+            return None
+        since = [t for t in (self._stalled_min, self.no_workers_since) if t is not None]
+        if not since:
+            return None
+        return min(since) + self.no_workers_timeout
+
+    def expire(self, now: float | None = None) -> None:
+        """Fail queued work that waited ``no_workers_timeout`` s with no worker at all.
+
+        A task that was running on workers that died fails with
+        :class:`KilledEveryWorker` (a KilledWorker and a NoWorkersError,
+        naming them); the others with one :class:`NoWorkersError`. Their
+        dependents fail with them.
+        """
+        now = self.clock() if now is None else now
+        self._check_no_workers(now)
+        deadline = self.next_deadline()
+        if deadline is None or now < deadline:
+            return
+        if (
+            self._live_worker()
+            or self.no_workers_since is None
+            or now < self.no_workers_since + self.no_workers_timeout
+        ):
+            self._expire_unrunnable(now)
+            return
+        waited = now - self.no_workers_since
+        # queued anywhere, or sent to a worker we failed to reach before
+        waiting = [*self.unplaced, *self.isolated, *self.unrunnable]
+        for ws in self.workers.values():
+            waiting.extend(ws.queue)
+            waiting.extend(sorted(ws.processing, key=lambda t: t.priority))
+            ws.queue.clear()
+        queued = list(dict.fromkeys(ts for ts in waiting if ts.state in ("queued", "processing")))
+        self.unplaced.clear()
+        self.isolated.clear()
+        self.unrunnable = []
+        self._stalled_min = None
+        self.no_workers_since = None
+        error = NoWorkersError(self.center, waited, [ts.key for ts in queued[:20]])
+        for ts in queued:
+            if ts.state not in ("queued", "processing"):
+                continue  # failed meanwhile, as a dependent of another
+            if ts.killed:
+                exc = KilledEveryWorker(ts.key, ts.killed, ts.suspicious, self.center, waited)
+                self._fail(ts, exc)
+            else:
+                self._fail(ts, error)
+
+    def _expire_unrunnable(self, now: float) -> None:
+        """Fail tasks that waited too long for the workers they are restricted to."""
+        keep = []
+        expired = []
+        for ts in dict.fromkeys(self.unrunnable):
+            if ts.state != "queued":
+                continue
+            if ts.stalled_since is not None and now - ts.stalled_since >= self.no_workers_timeout:
+                expired.append(ts)
+            else:
+                keep.append(ts)
+        self.unrunnable = keep
+        self._stalled_min = min(
+            (ts.stalled_since for ts in keep if ts.stalled_since is not None), default=None
+        )
+        for ts in expired:
+            if ts.state != "queued":
+                continue
+            error = NoWorkersError(
+                self.center, now - ts.stalled_since, [ts.key], sorted(ts.restrictions or ())
+            )
+            self._fail(ts, error)
+
+    def _live_worker(self) -> bool:
+        """Whether some worker is not known to be unreachable."""
+        if not self.unreached:
+            return bool(self.workers)
+        return any(w not in self.unreached for w in self.workers)
+
+    def worker_reached(self, worker: str) -> None:
+        """A connection to `worker` succeeded: it counts as live again."""
+        if worker in self.unreached:
+            self._answered(worker)
+
+    def _answered(self, worker: str) -> None:
+        """`worker`, which we once failed to reach, answered: it is live."""
+        self.unreached.discard(worker)
+        if worker in self.workers:
+            self.no_workers_since = None
+
+    def _check_no_workers(self, now: float | None = None) -> None:
+        if self._live_worker():
+            self.no_workers_since = None
+        elif not self.has_queued_work() and not any(
+            ws.processing or ws.queue for ws in self.workers.values()
+        ):
+            self.no_workers_since = None  # nothing waits
+        elif self.no_workers_since is None:
+            self.no_workers_since = self.clock() if now is None else now
 
     # ------------------------------------------------------------------ internals
 

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["CancelledError", "KilledWorker", "LostDataError", "GraphError"]
+__all__ = [
+    "CancelledError",
+    "CenterTimeoutError",
+    "KilledEveryWorker",
+    "KilledWorker",
+    "LostDataError",
+    "GraphError",
+    "NoWorkersError",
+    "NotACenterError",
+]
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 class CancelledError(Exception):
@@ -14,24 +27,117 @@ class CancelledError(Exception):
 
 
 class KilledWorker(RuntimeError):
-    """A task was running on a worker that died, `attempts` times in a row.
+    """A task was running on a worker that died, `attempts` times.
 
     Raised instead of trying forever when the task itself probably kills its
-    worker (segfault, ``os._exit``, running out of memory).
+    worker (segfault, ``os._exit``, running out of memory): after
+    ``allowed_failures`` deaths, or earlier when it has killed every worker
+    and none came back within ``no_workers_timeout`` (then the error is also
+    a :class:`NoWorkersError`).
+
+    Attributes: ``key``, ``workers`` (the workers that died running it, in
+    order), ``last_worker``, ``attempts``.
+
+    .. versionchanged:: 0.1.1
+       Names every worker the task killed (``workers``); raised after
+       ``no_workers_timeout`` when no worker is left, instead of waiting forever.
     """
 
-    def __init__(self, key, last_worker: str, attempts: int):
-        super().__init__(key, last_worker, attempts)
+    def __init__(self, key, workers, attempts: int):
+        if isinstance(workers, str):
+            workers = [workers]
+        workers = list(workers)
+        super().__init__(key, workers, attempts)
         self.key = key
-        self.last_worker = last_worker
+        self.workers = workers
+        self.last_worker = workers[-1] if workers else None
         self.attempts = attempts
 
     def __str__(self) -> str:
+        where = ", ".join(self.workers) if self.workers else "unknown workers"
         return (
-            f"task {self.key!r} was running on a worker that died {self.attempts} times "
-            f"(last on {self.last_worker}); it probably kills its worker "
+            f"task {self.key!r} was running on a worker that died {_times(self.attempts)} "
+            f"(on {where}); it probably kills its worker "
             f"(crash, os._exit, out of memory), so it is not tried again"
         )
+
+
+class NoWorkersError(TimeoutError):
+    """No live worker was available for a task within ``no_workers_timeout`` seconds.
+
+    Every worker died or vanished (or none ever joined), and none came back
+    in time. Start workers (``python -m distributed_worker CENTER``) and
+    submit again, or pass a larger ``no_workers_timeout``.
+
+    Also raised for a task restricted to workers (``workers=[...]``) none of
+    which was alive for ``no_workers_timeout`` seconds; ``allowed`` then names
+    them.
+
+    Attributes: ``center``, ``waited`` (seconds), ``keys`` (some of the
+    tasks that gave up), ``allowed`` (the workers a restricted task may use).
+
+    .. versionadded:: 0.1.1
+    """
+
+    def __init__(self, center, waited: float, keys=(), allowed=()):
+        keys = list(keys)
+        allowed = list(allowed)
+        super().__init__(center, waited, keys, allowed)
+        self.center = center
+        self.waited = waited
+        self.keys = keys
+        self.allowed = allowed
+
+    def __str__(self) -> str:
+        if self.allowed:
+            return (
+                f"no worker is available for task {self.keys[0] if self.keys else '?'!r}: "
+                f"it may only run on {', '.join(self.allowed)}, and none of them was "
+                f"alive at the center {self.center} for {self.waited:.3g}s "
+                f"(no_workers_timeout); restart one of them, or submit without workers=[...]"
+            )
+        return (
+            f"no worker is available: no live worker of the center at {self.center} "
+            f"for {self.waited:.3g}s (no_workers_timeout); every worker died or vanished, "
+            f"or none was started. Start workers for this center, or raise no_workers_timeout"
+        )
+
+
+class CenterTimeoutError(TimeoutError):
+    """The center did not answer a call within ``center_timeout`` seconds.
+
+    The center process is down, stopped, or its host is unreachable. The
+    client stays usable: calls succeed again once the center is back, and
+    calls that do not need the center (gathering results whose holders are
+    known) keep working meanwhile.
+
+    Attributes: ``center``, ``waited`` (seconds), ``op`` (the call).
+
+    .. versionadded:: 0.1.1
+    """
+
+    def __init__(self, center, waited: float, op: str = "", cause: BaseException | None = None):
+        super().__init__(center, waited, op)
+        self.center = center
+        self.waited = waited
+        self.op = op
+        self.cause = cause
+
+    def __str__(self) -> str:
+        what = f" to {self.op!r}" if self.op else ""
+        why = f" (last error: {self.cause})" if self.cause is not None and str(self.cause) else ""
+        return (
+            f"the center at {self.center} did not answer{what} within {self.waited:.3g}s "
+            f"(center_timeout){why}; is it running and reachable? The client works again "
+            f"once it is back"
+        )
+
+
+class NotACenterError(ValueError):
+    """The address given as a center belongs to something else (e.g. a worker).
+
+    .. versionadded:: 0.1.1
+    """
 
 
 class LostDataError(KeyError):
@@ -56,3 +162,32 @@ class LostDataError(KeyError):
 
 class GraphError(ValueError):
     """A task graph is malformed (a cycle, a missing dependency, unknown output keys)."""
+
+
+class KilledEveryWorker(KilledWorker, NoWorkersError):
+    """A task's workers died while running it, and no worker was left to retry it.
+
+    Both a :class:`KilledWorker` and a :class:`NoWorkersError`: the task was
+    running on every worker that died (``workers``), and none came back within
+    ``no_workers_timeout``. Either the task kills its workers, or their hosts
+    vanished.
+
+    .. versionadded:: 0.1.1
+    """
+
+    def __init__(self, key, workers, attempts: int, center=None, waited: float = 0.0):
+        KilledWorker.__init__(self, key, workers, attempts)
+        self.args = (key, self.workers, attempts, center, waited)
+        self.center = center
+        self.waited = waited
+        self.keys = [key]
+
+    def __str__(self) -> str:
+        where = ", ".join(self.workers) if self.workers else "unknown workers"
+        return (
+            f"no worker is available for task {self.key!r}: the workers that were running "
+            f"it died or vanished ({_times(self.attempts)}, on {where}) and no live worker "
+            f"of the center at {self.center} was left for {self.waited:.3g}s "
+            f"(no_workers_timeout); if the task kills its workers (crash, os._exit, out of "
+            f"memory) it will do so again"
+        )

@@ -163,6 +163,18 @@ class Executor(ClientBase):
     restricts where a task may run. ``asynchronous=True`` gives an executor
     for use inside an event loop (``async with Executor(..., asynchronous=True)``).
     Shutting down deletes the data of this executor's futures.
+
+    No wait is forever: ``center_timeout`` (10 s) bounds every call that
+    needs the center (:class:`~distributed_client.CenterTimeoutError`),
+    ``no_workers_timeout`` (30 s) how long tasks wait while no worker is
+    alive (:class:`~distributed_client.NoWorkersError`), and a task whose
+    worker died ``allowed_failures`` (3) times raises
+    :class:`~distributed_client.KilledWorker`. `center` may be a
+    :class:`~distributed_client.LocalCluster`. Other keyword arguments:
+    ``security``, ``asynchronous``, ``timeout`` (to connect), ``name``.
+
+    .. versionchanged:: 0.1.1
+       ``center_timeout`` and ``no_workers_timeout``.
     """
 
     def __init__(self, center, **kwargs):

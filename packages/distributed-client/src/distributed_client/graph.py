@@ -18,12 +18,23 @@ import uuid
 from ._args import PickledFunction, prepickle
 from ._graph import normalize_graph, pack_results
 from ._session import Session
-from .remote import _run, default_session
+from .remote import _conn, _run, default_session
 
 __all__ = ["get"]
 
 
-def get(center, dsk, keys, *, security=None, asynchronous: bool = False, timeout=None, **kwargs):
+def get(
+    center,
+    dsk,
+    keys,
+    *,
+    security=None,
+    asynchronous: bool = False,
+    timeout=None,
+    center_timeout: float | None = None,
+    no_workers_timeout: float | None = None,
+    **kwargs,
+):
     """Compute `keys` of the graph `dsk` on the cluster; results shaped like `keys`.
 
     `keys` is one key or a (nested) list of keys. Bad graphs (a cycle, a
@@ -31,13 +42,24 @@ def get(center, dsk, keys, *, security=None, asynchronous: bool = False, timeout
     before anything is sent. If a task raises, its exception is raised here
     with the remote traceback as its cause. Extra keyword arguments (which
     ``dask.compute`` may pass) are ignored.
+
+    `center_timeout` bounds each call to the center (then
+    :class:`~distributed_client.CenterTimeoutError`); `no_workers_timeout`
+    how long tasks wait while there is no live worker (then
+    :class:`~distributed_client.NoWorkersError`); None: the defaults of
+    ``distributed_core.timeouts.DEFAULTS`` (10 s and 30 s). `center` may be a
+    :class:`~distributed_client.LocalCluster`.
+
+    .. versionchanged:: 0.1.1
+       ``center_timeout`` and ``no_workers_timeout``.
     """
-    return _run(_get, center, dsk, keys, security, asynchronous=asynchronous, timeout=timeout)
+    conn = _conn(security, center_timeout, no_workers_timeout)
+    return _run(_get, center, dsk, keys, conn, asynchronous=asynchronous, timeout=timeout)
 
 
-async def _get(center, dsk, keys, security):
+async def _get(center, dsk, keys, conn):
     g = normalize_graph(dsk, keys)  # errors before connecting
-    session = await default_session(center, security)
+    session = await default_session(center, **conn)
     return await get_with(session, g, keys)
 
 

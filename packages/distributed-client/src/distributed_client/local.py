@@ -107,6 +107,14 @@ class LocalCluster:
         worker after ``heartbeat_timeout`` silent seconds).
     timeout
         seconds to wait for every process to be up.
+    no_workers_timeout
+        default ``no_workers_timeout`` of the clients given this cluster
+        (``Executor(cluster)``): seconds a task waits while no worker is
+        alive, then :class:`~distributed_client.NoWorkersError` (a cluster
+        whose workers all died says so instead of hanging). None: the
+        clients' default (30 s).
+    center_timeout
+        likewise, the clients' default ``center_timeout``.
     env
         extra environment variables for the processes.
     security
@@ -130,6 +138,8 @@ class LocalCluster:
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 5.0,
         timeout: float = 20.0,
+        no_workers_timeout: float | None = None,
+        center_timeout: float | None = None,
         env: dict | None = None,
         security=None,
         asynchronous: bool = False,
@@ -143,6 +153,8 @@ class LocalCluster:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.timeout = timeout
+        self.no_workers_timeout = no_workers_timeout
+        self.center_timeout = center_timeout
         self.security = security
         self._secret_dir = None
         self._security_args = self._make_security_args(security)

@@ -92,6 +92,18 @@ class Pool(ClientBase):
     remote exception (type and traceback) if the function raised.
     ``asynchronous=True`` gives awaitable methods (``async with Pool(...)``).
     Closing the pool deletes the data it computed or scattered.
+
+    No wait is forever: ``center_timeout`` (10 s) bounds every call that
+    needs the center (:class:`~distributed_client.CenterTimeoutError`),
+    ``no_workers_timeout`` (30 s) how long tasks wait while no worker is
+    alive (:class:`~distributed_client.NoWorkersError`), and a task whose
+    worker died ``allowed_failures`` (3) times raises
+    :class:`~distributed_client.KilledWorker`. `center` may be a
+    :class:`~distributed_client.LocalCluster`. Other keyword arguments:
+    ``security``, ``asynchronous``, ``timeout`` (to connect), ``name``.
+
+    .. versionchanged:: 0.1.1
+       ``center_timeout`` and ``no_workers_timeout``.
     """
 
     def __init__(self, center, **kwargs):

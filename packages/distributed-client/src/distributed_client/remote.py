@@ -9,7 +9,7 @@ from collections.abc import Hashable, Iterable, Mapping
 
 from distributed_core import normalize_address
 
-from ._session import Session
+from ._session import Session, resolve_center
 from ._sync import get_runner, on_exit
 
 __all__ = ["RemoteData", "scatter", "gather", "delete", "clear"]
@@ -124,16 +124,20 @@ _sessions: dict = {}
 _sessions_lock = threading.Lock()
 
 
-async def default_session(center, security=None) -> Session:
-    """The module-level functions' session for `center` on the running loop."""
-    center = normalize_address(center)
+async def default_session(center, security=None, **bounds) -> Session:
+    """The module-level functions' session for `center` on the running loop.
+
+    `bounds` (``center_timeout``, ``no_workers_timeout``; None for the
+    default) select a session with those bounds.
+    """
+    center, bounds = resolve_center(center, **bounds)
     loop = asyncio.get_running_loop()
-    key = (center, id(security), id(loop))
+    key = (center, id(security), id(loop), tuple(sorted(bounds.items())))
     with _sessions_lock:
         s = _sessions.get(key)
     if s is not None and not s.closed and s.loop is loop:
         return s
-    s = await Session.create(center, security=security)
+    s = await Session.create(center, security=security, **bounds)
     with _sessions_lock:
         old = _sessions.get(key)
         if old is not None and not old.closed and old.loop is loop:
@@ -175,6 +179,8 @@ def scatter(
     security=None,
     asynchronous: bool = False,
     timeout: float | None = None,
+    center_timeout: float | None = None,
+    no_workers_timeout: float | None = None,
 ):
     """Put `data` on the cluster's workers; returns RemoteData.
 
@@ -183,18 +189,32 @@ def scatter(
     those keys. `key` is a prefix for generated keys. With ``replicas=2`` each
     value is stored on two workers, so losing one loses nothing.
 
+    `center_timeout` bounds each call to the center (then
+    :class:`~distributed_client.CenterTimeoutError`) and `no_workers_timeout`
+    how long work waits while there is no live worker (then
+    :class:`~distributed_client.NoWorkersError`); None: the defaults of
+    ``distributed_core.timeouts.DEFAULTS``.
+
     >>> rds = scatter('127.0.0.1:8787', [1, 2, 3])  # doctest: +SKIP
     >>> rds[0].get()  # doctest: +SKIP
     1
     """
+    conn = _conn(security, center_timeout, no_workers_timeout)
     return _run(
-        _scatter, center, data, key, replicas, workers, security,
+        _scatter, center, data, key, replicas, workers, conn,
         asynchronous=asynchronous, timeout=timeout,
     )  # fmt: skip
 
 
-async def _scatter(center, data, key, replicas, workers, security, session=None):
-    session = session or await default_session(center, security)
+def _conn(security, center_timeout=None, no_workers_timeout=None) -> dict:
+    """How the module functions' session connects (see default_session)."""
+    return dict(
+        security=security, center_timeout=center_timeout, no_workers_timeout=no_workers_timeout
+    )
+
+
+async def _scatter(center, data, key, replicas, workers, conn, session=None):
+    session = session or await default_session(center, **(conn or {}))
     return await scatter_with(session, data, key, replicas, workers)
 
 
@@ -221,22 +241,32 @@ def gather(
     security=None,
     asynchronous: bool = False,
     timeout: float | None = None,
+    center_timeout: float | None = None,
+    no_workers_timeout: float | None = None,
 ):
     """Bring values here: a list of RemoteData or keys (or a dict of them) -> values.
 
     Raises ``KeyError`` naming keys that no worker holds, and the remote
-    exception for a computation that failed.
+    exception for a computation that failed. Values whose holders this
+    process already knows are fetched without the center.
+
+    `center_timeout` bounds each call to the center (then
+    :class:`~distributed_client.CenterTimeoutError`) and `no_workers_timeout`
+    how long work waits while there is no live worker (then
+    :class:`~distributed_client.NoWorkersError`); None: the defaults of
+    ``distributed_core.timeouts.DEFAULTS``.
     """
+    conn = _conn(security, center_timeout, no_workers_timeout)
     return _run(
-        _gather, center, remote_data_or_keys, security,
+        _gather, center, remote_data_or_keys, conn,
         asynchronous=asynchronous, timeout=timeout,
     )  # fmt: skip
 
 
-async def _gather(center, items, security, session=None):
+async def _gather(center, items, conn, session=None):
     if isinstance(items, Mapping):
         names = list(items)
-        values = await _gather(center, [items[n] for n in names], security, session)
+        values = await _gather(center, [items[n] for n in names], conn, session)
         return dict(zip(names, values))
     if isinstance(items, (RemoteData, str, bytes, int)) or (
         isinstance(items, tuple) and not any(isinstance(i, RemoteData) for i in items)
@@ -262,7 +292,7 @@ async def _gather(center, items, security, session=None):
     for s, keys in by_session.items():
         results.update(await s.gather(keys))
     if others:
-        s = session or await default_session(center, security)
+        s = session or await default_session(center, **(conn or {}))
         refs = {i.key: i for i in items if isinstance(i, RemoteData)}
         results.update(await gather_keys(s, others, refs))
     return [results[i.key if isinstance(i, RemoteData) else i] for i in items]
@@ -291,27 +321,52 @@ async def gather_keys(session: Session, keys: list, refs=None) -> dict:
 # --------------------------------------------------------------------------- delete / clear
 
 
-def delete(center, keys, *, security=None, asynchronous: bool = False, timeout=None):
-    """Delete data on the cluster: a list of keys or RemoteData."""
-    return _run(_delete, center, keys, security, asynchronous=asynchronous, timeout=timeout)
+def delete(
+    center,
+    keys,
+    *,
+    security=None,
+    asynchronous: bool = False,
+    timeout=None,
+    center_timeout: float | None = None,
+):
+    """Delete data on the cluster: a list of keys or RemoteData.
+
+    Waits at most `center_timeout` seconds for the center (then
+    :class:`~distributed_client.CenterTimeoutError`).
+    """
+    conn = _conn(security, center_timeout)
+    return _run(_delete, center, keys, conn, asynchronous=asynchronous, timeout=timeout)
 
 
-async def _delete(center, keys, security, session=None):
+async def _delete(center, keys, conn, session=None):
     if isinstance(keys, (RemoteData, str, bytes, int)):
         keys = [keys]
     keys = [k.key if isinstance(k, RemoteData) else k for k in keys]
-    session = session or await default_session(center, security)
+    session = session or await default_session(center, **(conn or {}))
     await session.center_call("delete_data", keys=keys)
     return None
 
 
-def clear(center, *, security=None, asynchronous: bool = False, timeout=None):
-    """Delete every key held by every worker of the cluster."""
-    return _run(_clear, center, security, asynchronous=asynchronous, timeout=timeout)
+def clear(
+    center,
+    *,
+    security=None,
+    asynchronous: bool = False,
+    timeout=None,
+    center_timeout: float | None = None,
+):
+    """Delete every key held by every worker of the cluster.
+
+    Waits at most `center_timeout` seconds for the center (then
+    :class:`~distributed_client.CenterTimeoutError`).
+    """
+    conn = _conn(security, center_timeout)
+    return _run(_clear, center, conn, asynchronous=asynchronous, timeout=timeout)
 
 
-async def _clear(center, security, session=None):
-    session = session or await default_session(center, security)
+async def _clear(center, conn, session=None):
+    session = session or await default_session(center, **(conn or {}))
     has_what = await session.center_call("has_what")
     keys = list({k for ks in has_what.values() for k in ks})
     if keys:
