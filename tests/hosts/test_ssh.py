@@ -161,7 +161,7 @@ def test_three_hosts_start_run_a_map_and_stop(ssh_hosts):
         assert any(ln.startswith(f"[{ip} worker] Registered with center at ") for ln in lines)
     assert not any("secret" in ln and len(ln) > 64 and "ssh-" not in ln for ln in lines)
     assert _wait_gone(ssh_hosts) == {}, "processes left running after close()"
-    assert not list((Path.home() / ".config" / "distributed").glob("ssh-*.secret"))
+    assert not (Path.home() / cluster._remote_secret).exists(), "the copied secret was left"
 
 
 def test_the_secret_never_appears_on_a_command_line(ssh_hosts):
