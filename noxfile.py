@@ -75,7 +75,8 @@ PYTEST_TIMEOUT = "180"  # seconds per test; a hung test fails instead of eating 
 RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with editors
 
 nox.options.sessions = [
-    "lint", "deps", "tests", "integration", "hosts", "compat", "tornado", "lowest", "docs",
+    "lint", "deps", "tests", "integration", "hosts", "compat", "release", "tornado", "lowest",
+    "docs",
 ]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
@@ -554,6 +555,100 @@ def bench(session: nox.Session) -> None:
         session.run("python", str(script), *(session.posargs or ["--quick"]))
 
 
+RELEASE_DIR = ROOT / "dist"
+
+
+def _simple_index(house: Path) -> None:
+    """Write house/simple/ (PEP 503): one page per project linking to its files in `house`."""
+    import hashlib
+    import html
+
+    projects: dict[str, list[Path]] = {}
+    for path in sorted(house.iterdir()):
+        if path.suffix == ".whl":
+            name = path.name.split("-")[0]
+        elif path.name.endswith(".tar.gz"):
+            name = path.name[: -len(".tar.gz")].rsplit("-", 1)[0]
+        else:
+            continue
+        projects.setdefault(re.sub(r"[-_.]+", "-", name).lower(), []).append(path)
+    simple = house / "simple"
+    shutil.rmtree(simple, ignore_errors=True)
+    simple.mkdir()
+    head = '<!DOCTYPE html>\n<html><head><meta name="pypi:repository-version" content="1.0">'
+    links = "".join(f'<a href="{p}/">{p}</a><br>\n' for p in sorted(projects))
+    (simple / "index.html").write_text(f"{head}</head><body>\n{links}</body></html>\n")
+    for project, files in projects.items():
+        (simple / project).mkdir()
+        rows = []
+        for f in files:
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            rows.append(f'<a href="../../{html.escape(f.name)}#sha256={digest}">{f.name}</a><br>')
+        page = f"{head}<title>{project}</title></head><body>\n" + "\n".join(rows)
+        (simple / project / "index.html").write_text(page + "\n</body></html>\n")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def release(session: nox.Session) -> None:
+    """dist/wheelhouse: every package's sdist and wheel at HEAD's version, the wheels of all
+    their runtime dependencies (every extra but [test]) for this Python, and a PEP 503
+    index (dist/wheelhouse/simple); then tools/check_wheelhouse.py installs each package
+    alone from it, in fresh virtualenvs, and runs a cluster across them.
+
+    `pip install --no-index --find-links dist/wheelhouse distributed-worker` or
+    `pip install --index-url file://$PWD/dist/wheelhouse/simple distributed-worker`
+    then works with no other index.
+    """
+    house = RELEASE_DIR / "wheelhouse"
+    shutil.rmtree(house, ignore_errors=True)
+    house.mkdir(parents=True)
+    ours = []
+    for short, dist in PACKAGES.items():
+        wheel = _build_wheel(session, dist, PACKAGES_DIR / dist, house)
+        extras = [e for e in _extras(short) if e != "test"]
+        ours.append(f"{wheel}[{','.join(extras)}]" if extras else str(wheel))
+        session.log(f"{dist} {_head_version(dist)}: {wheel.name}")
+    deps = Path(tempfile.mkdtemp(prefix="distributed-deps-"))
+    try:
+        # one command: the siblings resolve to the wheels just built
+        session.run("python", "-m", "pip", "wheel", "-q", "--wheel-dir", str(deps), *ours)
+        for wheel in deps.glob("*.whl"):
+            if not (house / wheel.name).exists():
+                shutil.copy2(wheel, house)
+    finally:
+        shutil.rmtree(deps, ignore_errors=True)
+    _simple_index(house)
+    files = sorted(p.name for p in house.iterdir() if p.is_file())
+    session.log(f"{house.relative_to(ROOT)}: {len(files)} files\n  " + "\n  ".join(files))
+    session.run("python", str(ROOT / "tools" / "check_wheelhouse.py"), str(house))
+    _check_deploy_files(session, house)
+
+
+def _check_deploy_files(session: nox.Session, house: Path) -> None:
+    """deploy/kubernetes against the Kubernetes schema; deploy/Dockerfile where an engine runs."""
+    manifests = sorted(str(p) for p in (ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+    session.install("kubernetes-validate>=1.31")  # bundled schemas: works offline
+    session.run("kubernetes-validate", "--strict", *manifests)
+    # the validator must be able to fail: a manifest with an unknown field is rejected
+    broken = Path(tempfile.mkdtemp(prefix="distributed-k8s-")) / "broken.yaml"
+    broken.write_text(Path(manifests[0]).read_text().replace("replicas:", "replicaz:", 1))
+    try:
+        session.run("kubernetes-validate", "--strict", "--quiet", str(broken), success_codes=[1])
+    finally:
+        shutil.rmtree(broken.parent, ignore_errors=True)
+    for engine in ("docker", "podman"):
+        tool = shutil.which(engine)
+        if tool and subprocess.run([tool, "info"], capture_output=True, timeout=30).returncode == 0:
+            session.run(
+                tool, "build", "-f", str(ROOT / "deploy" / "Dockerfile"),
+                "-t", "distributed-worker:test", str(house), external=True,
+            )  # fmt: skip
+            return
+    session.log(
+        "deploy/Dockerfile not built: no container engine answers here (docker/podman info)"
+    )
+
+
 @nox.session(python=DEFAULT_PYTHON)
 def docs(session: nox.Session) -> None:
     """Sphinx HTML build and doctests; every warning is an error."""
@@ -768,17 +863,33 @@ def _old_env(session: nox.Session, workdir: Path) -> tuple[Path, dict[str, str]]
     return env, versions
 
 
+def _insecure_flag(python: str, module: str) -> list[str]:
+    """["--insecure"] if that CLI has the flag (secure by default, issue 12), else []."""
+    out = subprocess.run(
+        [python, "-m", module, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return ["--insecure"] if "--insecure" in out.stdout else []
+
+
 def _compat_cluster(session: nox.Session, pythons: dict[str, str], cwd: Path) -> list[str]:
-    """A center and workers from their envs, the scenarios from the client's; the problems."""
+    """A center and workers from their envs, the scenarios from the client's; the problems.
+
+    Releases before secure-by-default know no default secret file: the cluster
+    runs without a secret (--insecure where a CLI has it, and no secret file for
+    the clients: DISTRIBUTED_SECRET_FILE names a missing one).
+    """
     procs: list[_CompatProc] = []
     problems: list[str] = []
     scenarios_failed = False
     try:
         center = _CompatProc(
             "center",
-            [pythons["center"], "-m", "distributed_center", "--host", "127.0.0.1", "--port", "0"],
+            [
+                pythons["center"], "-m", "distributed_center", "--host", "127.0.0.1",
+                "--port", "0", *_insecure_flag(pythons["center"], "distributed_center"),
+            ],
             cwd,
-        )
+        )  # fmt: skip
         procs.append(center)
         address = center.wait_line("Start center at ")
         workers = [
@@ -795,6 +906,7 @@ def _compat_cluster(session: nox.Session, pythons: dict[str, str], cwd: Path) ->
                     "0",
                     "--ncores",
                     "1",
+                    *_insecure_flag(pythons["worker"], "distributed_worker"),
                 ],
                 cwd,
             )  # fmt: skip
@@ -812,7 +924,11 @@ def _compat_cluster(session: nox.Session, pythons: dict[str, str], cwd: Path) ->
                     "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
                     "--import-mode=importlib", "-p", "no:cacheprovider",
                     f"--timeout={PYTEST_TIMEOUT}", str(SCENARIOS), *session.posargs,
-                    env={"DISTRIBUTED_TEST_CENTER": address}, external=True,
+                    env={
+                        "DISTRIBUTED_TEST_CENTER": address,
+                        "DISTRIBUTED_SECRET_FILE": str(cwd / "no-secret-file"),
+                    },
+                    external=True,
                 )  # fmt: skip
             except CommandFailed:
                 scenarios_failed = True

@@ -44,13 +44,13 @@ STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL at teardown
 class Proc:
     """A CLI process (``python -m module args...``) with its stdout read by a thread."""
 
-    def __init__(self, name: str, module: str, args: list[str], cwd: str):
+    def __init__(self, name: str, module: str, args: list[str], cwd: str, env=None):
         self.name = name
         self.argv = [sys.executable, "-m", module, *map(str, args)]
         self.expected_returncode = 0
         self._stop_requested = False
         self._stderr = tempfile.TemporaryFile()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.popen = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -344,6 +344,26 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not true within {timeout}s (last value {value!r})")
         time.sleep(interval)
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """``procs(name, module, *args, home=HOME)``: a CLI process whose default secret file
+    is ``HOME/.config/distributed/secret``; all are stopped after the test."""
+    started: list[Proc] = []
+
+    def start(name, module, *args, home):
+        env = {"HOME": str(home), "DISTRIBUTED_SECRET_FILE": ""}
+        proc = Proc(name, module, list(args), str(tmp_path), env=env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.request_stop()
+    for proc in started:
+        proc.terminate(STOP_TIMEOUT)
+        proc.close()
 
 
 @pytest.fixture(name="wait_for")

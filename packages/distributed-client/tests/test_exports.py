@@ -16,13 +16,13 @@ def test_all_names_exist_and_are_documented():
 def test_expected_exports():
     expected = {
         "AsyncResult", "CancelledError", "Executor", "Future", "GraphError", "KilledWorker",
-        "LocalCluster", "LostDataError", "Pool", "RemoteData", "as_completed", "clear",
+        "LocalCluster", "LostDataError", "Pool", "RemoteData", "SSHCluster", "SSHClusterError", "as_completed", "clear",
         "delete", "gather", "get", "progress", "scatter", "wait", "__version__",
         "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
         "CenterTimeoutError", "KilledEveryWorker", "NoWorkersError", "NotACenterError",
     }  # fmt: skip
     assert set(distributed_client.__all__) == expected
-    assert distributed_client.__version__ == "0.1.1"
+    assert distributed_client.__version__ == "0.2.0"
 
 
 def test_no_sibling_imports():

@@ -35,7 +35,9 @@ EXPECTED = {
     "__version__",
     "connect",
     "default_ip",
+    "default_secret_file",
     "dumps",
+    "ensure_secret_file",
     "loads",
     "normalize_address",
     "parse_address",
@@ -76,7 +78,7 @@ def test_star_import():
 
 
 def test_versions():
-    assert distributed_core.__version__ == "0.1.0"
+    assert distributed_core.__version__ == "0.2.0"
     assert distributed_core.PROTOCOL_VERSION == (1, 0)
     major, minor = distributed_core.PROTOCOL_VERSION
     assert isinstance(major, int) and isinstance(minor, int)

@@ -255,7 +255,9 @@ async def test_live_server_answers_golden_requests_with_golden_replies():
         received["update_data"] = data
         return "OK"
 
-    async with serve({"compute": compute, "update_data": update_data}) as server:
+    async with serve(
+        {"compute": compute, "update_data": update_data}, security=Security()
+    ) as server:
         host, port = server.address.rsplit("/", 1)[1].rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
@@ -314,7 +316,7 @@ async def test_live_connector_sends_golden_shaped_hello_and_proof():
     try:
         # without a secret: the golden listener hello (auth true) is understood and refused
         with pytest.raises(AuthenticationError, match="requires a shared secret"):
-            await connect(address, timeout=5)
+            await connect(address, timeout=5, security=Security())
         # with the secret: the connector's proof has the golden shape and verifies
         comm = await connect(address, timeout=5, security=Security(secret=V.SECRET))
         await comm.close()

@@ -20,7 +20,7 @@ import sys
 import pytest
 
 import distributed_core
-from distributed_core import PythonVersionError, connect, rpc
+from distributed_core import PythonVersionError, Security, connect, rpc
 from distributed_core.comm import python_mismatch
 from distributed_core.testing import gen_test, serve
 
@@ -70,7 +70,7 @@ async def raw_handshake(wire, address, python=OTHER):
 
 @gen_test()
 async def test_server_refuses_pickles_from_another_python_and_keeps_serving(wire, core_logs):
-    async with serve(HANDLERS) as server:
+    async with serve(HANDLERS, security=Security()) as server:
         async with await raw_handshake(wire, server.address) as peer:
             # a request holding pickled code: an error reply, nothing unpickled
             await peer.send(wire.packed({"op": "echo", "x": by_value()}))
@@ -98,13 +98,13 @@ async def test_server_refuses_pickles_from_another_python_and_keeps_serving(wire
             assert reply["type"] == "ValueError" and reply["message"] == "boom"
             assert "exception" not in reply
         await wire.wait_for_log(core_logs, r"refused pickles in op 'echo' from tcp://127")
-        async with rpc(server.address) as r:  # same Python: pickles as before
+        async with rpc(server.address, security=Security()) as r:  # same Python: pickles as before
             assert (await r.echo(x=by_value()))(1) == 2
 
 
 @gen_test()
 async def test_same_python_in_the_hello_exchanges_pickles(wire):
-    async with serve(HANDLERS) as server:
+    async with serve(HANDLERS, security=Security()) as server:
         here = "%d.%d.%d" % sys.version_info[:3]
         async with await raw_handshake(wire, server.address, python=here) as peer:
             await peer.send(wire.packed({"op": "make_complex"}))
@@ -138,7 +138,7 @@ async def other_python_server(wire, reply_value):
 async def test_client_refuses_to_send_and_to_load_pickles(wire):
     srv, address, received = await other_python_server(wire, complex(1, 2))
     try:
-        comm = await connect(address)
+        comm = await connect(address, security=Security())
         try:
             assert comm.pickle_refusal is not None
             # sending side: refused before anything is sent
@@ -155,7 +155,7 @@ async def test_client_refuses_to_send_and_to_load_pickles(wire):
             assert not comm.closed()  # still in sync, still usable
         finally:
             await comm.close()
-        async with rpc(address) as r:
+        async with rpc(address, security=Security()) as r:
             with pytest.raises(PythonVersionError, match=f"this process {OURS}"):
                 await r.echo(x=by_value())
             with pytest.raises(PythonVersionError, match="pickled objects cannot be exchanged"):
@@ -170,7 +170,7 @@ async def test_client_refuses_to_send_and_to_load_pickles(wire):
 async def test_msgpack_replies_from_another_python_flow(wire):
     srv, address, _ = await other_python_server(wire, {"a": (1, 2), "b": b"x" * 100_000})
     try:
-        async with rpc(address) as r:
+        async with rpc(address, security=Security()) as r:
             assert await r.anything(x={1, 2}) == {"a": (1, 2), "b": b"x" * 100_000}
     finally:
         srv.close()
@@ -194,14 +194,14 @@ def other_interpreters() -> list[str]:
 
 CHILD = """
 import asyncio, sys
-from distributed_core import Server
+from distributed_core import Security, Server
 
 async def main():
     server = Server({
         "echo": lambda comm, x: x,
         "version": lambda comm: "%d.%d" % sys.version_info[:2],
         "make_complex": lambda comm: complex(1, 2),
-    })
+    }, security=Security())
     await server.listen("tcp://127.0.0.1:0")
     print(server.address, flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until closed
@@ -255,7 +255,7 @@ async def test_real_other_interpreter(exe):
         line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
         address = line.decode().strip()
         assert address.startswith("tcp://127.0.0.1:"), f"child printed {line!r}"
-        async with rpc(address) as r:
+        async with rpc(address, security=Security()) as r:
             theirs = await r.version()
             assert theirs != OURS
             # msgpack data flows both ways
@@ -271,7 +271,7 @@ async def test_real_other_interpreter(exe):
                 await r.make_complex()
             assert f"runs Python {OURS}, this process {theirs}" in str(info.value)
             # and refuses pickles that get past a sender (nothing is unpickled there)
-            comm = await connect(address)
+            comm = await connect(address, security=Security())
             try:
                 comm.pickle_refusal = None  # pretend this side did not check
                 await comm.write({"op": "echo", "x": by_value()})

@@ -21,7 +21,7 @@ def test_public_names_have_docstrings():
 
 
 def test_version():
-    assert distributed_worker.__version__ == "0.1.1"
+    assert distributed_worker.__version__ == "0.2.0"
 
 
 def test_package_imports_no_sibling_packages():

@@ -16,14 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import getpass
+import ipaddress
 import logging
+import shlex
 import signal
 import sys
 
 import click
 
 import distributed_core
-from distributed_core import Security, normalize_address, unparse_address
+from distributed_core import (
+    Security,
+    ensure_secret_file,
+    normalize_address,
+    parse_address,
+    unparse_address,
+)
 from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
@@ -83,6 +92,13 @@ class StartupError(Exception):
     default=False,
     help="Refuse TLS peers without a certificate signed by --tls-ca-file.",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=False,
+    help="Accept peers without any secret or certificate (anyone who can reach the port "
+    "can run code on the cluster). Without it, the default secret file is used.",
+)
 @click.version_option(
     __version__,
     prog_name="dcenter",
@@ -102,6 +118,7 @@ def main(
     tls_key,
     tls_ca_file,
     require_client_cert,
+    insecure,
 ):
     """Run the Center of a distributed cluster."""
     logging.basicConfig(
@@ -121,10 +138,29 @@ def main(
             contact_address = normalize_address(contact_address)
         except (TypeError, ValueError) as e:
             raise click.BadParameter(str(e), param_hint="--contact-address") from None
+    explicit = (secret_file, tls_cert, tls_ca_file, require_client_cert)
+    if insecure and any(explicit):
+        raise click.UsageError("--insecure cannot be combined with --secret-file or TLS options")
+    port_is_default = (
+        click.get_current_context().get_parameter_source("port")
+        == click.core.ParameterSource.DEFAULT
+    )
     try:
-        security = _security(secret_file, tls_cert, tls_key, tls_ca_file, require_client_cert)
+        if insecure:
+            security, secret_note = Security(), None
+            _warn_insecure(host)
+        elif any(explicit):
+            security = _security(secret_file, tls_cert, tls_key, tls_ca_file, require_client_cert)
+            secret_note = None
+        else:
+            security, secret_note = _default_security()
         address = _listen_address(host, port, tls=tls_cert is not None)
-        asyncio.run(_run(address, security, heartbeat_interval, heartbeat_timeout, contact_address))
+        asyncio.run(
+            _run(
+                address, security, heartbeat_interval, heartbeat_timeout, contact_address,
+                secret_note=secret_note, port_is_default=port_is_default,
+            )
+        )  # fmt: skip
     except StartupError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:  # before the signal handlers were installed
@@ -146,6 +182,58 @@ def _security(secret_file, tls_cert, tls_key, tls_ca_file, require_client_cert):
         raise StartupError(str(e)) from None
 
 
+def _default_security():
+    """The default secret file's Security (creating the file); (security, (path, created))."""
+    try:
+        path, created = ensure_secret_file()
+        return Security.from_files(secret_file=str(path)), (path, created)
+    except (ValueError, OSError) as e:
+        raise StartupError(
+            f"cannot use the default secret file: {e}; pass --secret-file FILE, or --insecure"
+        ) from None
+
+
+def _is_loopback(host) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_insecure(host) -> None:
+    if not _is_loopback(host):
+        logger.warning(
+            "--insecure: any process that can reach this center's port (listening on %s) "
+            "can register as a worker or client and run arbitrary code, as %s, on every "
+            "worker of the cluster; use it only on a trusted network",
+            host or "all interfaces",
+            getpass.getuser(),
+        )
+
+
+def join_instructions(address: str, path, created: bool) -> list[str]:
+    """What dcenter prints below its address: where the secret is and how a worker joins."""
+    lines = [
+        f"Peers must prove they know the secret in {path}"
+        + (" (created now, mode 0600)." if created else "."),
+        "Workers and clients of this user on this machine find it by themselves.",
+    ]
+    host = parse_address(address)[1]
+    if _is_loopback(host):
+        lines.append("This center listens on loopback: only this machine can join.")
+        return lines
+    remote = f"{getpass.getuser()}@{host if ':' not in host else '[' + host + ']'}:{path}"
+    lines += [
+        "To add a worker on another machine, run there:",
+        "  install -d -m 700 ~/.config/distributed && "
+        f"scp -p {shlex.quote(remote)} ~/.config/distributed/secret && "
+        f"dworker {shlex.quote(address)}",
+    ]
+    return lines
+
+
 def _listen_error(address: str, e: Exception) -> str:
     reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
     text = reason if reason.startswith("cannot listen") else f"cannot listen on {address}: {reason}"
@@ -160,7 +248,16 @@ def _listen_address(host, port, tls: bool) -> str:
     return unparse_address(scheme, host, port)
 
 
-async def _run(address, security, heartbeat_interval, heartbeat_timeout, contact_address=None):
+async def _run(
+    address,
+    security,
+    heartbeat_interval,
+    heartbeat_timeout,
+    contact_address=None,
+    *,
+    secret_note=None,
+    port_is_default=False,
+):
     center = Center(
         security=security,
         heartbeat_interval=heartbeat_interval,
@@ -168,12 +265,27 @@ async def _run(address, security, heartbeat_interval, heartbeat_timeout, contact
         contact_address=contact_address,
     )
     try:
-        await center.listen(address)
+        try:
+            await center.listen(address)
+        except OSError as e:
+            if not (port_is_default and e.errno == errno.EADDRINUSE):
+                raise
+            # as dask does: the default port is only a preference
+            scheme, host, port = parse_address(address)
+            address = unparse_address(scheme, host, 0)
+            await center.listen(address)
+            logger.warning(
+                "port %s is already in use; listening on port %s instead",
+                port,
+                parse_address(center.address)[2],
+            )
     except (OSError, ValueError) as e:
         await center.close()
         raise StartupError(_listen_error(address, e)) from None
 
     print(f"Start center at {center.address}", flush=True)
+    if secret_note is not None:
+        print("\n".join(join_instructions(center.address, *secret_note)), flush=True)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

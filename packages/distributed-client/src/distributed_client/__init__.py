@@ -6,6 +6,8 @@
 * :func:`get` -- run a dask graph (``dask.compute(x, scheduler=...)``).
 * :class:`Executor` -- ``concurrent.futures``-style futures.
 * :class:`LocalCluster` -- a Center and Workers as local processes.
+* :class:`SSHCluster` -- a Center and Workers started over SSH
+  (``distributed-client[ssh]``; also ``dcluster ssh HOST...``).
 * Errors: :class:`KilledWorker`, :class:`LostDataError`,
   :class:`NoWorkersError`, :class:`KilledEveryWorker`,
   :class:`CenterTimeoutError`, :class:`NotACenterError`,
@@ -37,6 +39,7 @@ from .local import LocalCluster
 from .pool import AsyncResult, Pool
 from .progress import progress
 from .remote import RemoteData, clear, delete, gather, scatter
+from .ssh import SSHCluster, SSHClusterError
 
 __all__ = [
     "ALL_COMPLETED",
@@ -60,6 +63,8 @@ __all__ = [
     "NotACenterError",
     "Pool",
     "RemoteData",
+    "SSHCluster",
+    "SSHClusterError",
     "__version__",
     "clear",
     "delete",

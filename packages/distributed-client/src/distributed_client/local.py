@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from distributed_core import normalize_address
+from distributed_core import ensure_secret_file, normalize_address
 from distributed_core.testing import free_port
 
 __all__ = ["LocalCluster"]
@@ -121,7 +121,12 @@ class LocalCluster:
         a ``distributed_core.Security`` for every process: a shared
         secret (written to a private temporary file for the command lines)
         and/or TLS files (the cluster then listens on ``tls://``). Pass the
-        same object to the clients.
+        same object to the clients. ``None`` (default): the user's default
+        secret file (``distributed_core.default_secret_file()``, created if
+        missing), which clients find by themselves.
+
+        .. versionchanged:: 0.2.0
+           ``None`` uses the default secret file instead of no secret.
     """
 
     def __init__(
@@ -187,6 +192,15 @@ class LocalCluster:
 
     def _make_security_args(self, security) -> list[str]:
         if security is None:
+            # secure by default, as dcenter alone: the user's default secret
+            # file, made here before the workers start looking for it
+            try:
+                ensure_secret_file()
+            except (ValueError, OSError) as e:
+                raise RuntimeError(
+                    f"LocalCluster cannot use the default secret file: {e}; "
+                    "pass security=Security(secret=...)"
+                ) from None
             return []
         args = []
         if security.secret is not None:

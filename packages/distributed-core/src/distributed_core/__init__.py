@@ -28,7 +28,7 @@ from .failure import Failure
 from .netinfo import default_ip
 from .protocol import Decoder, Limits
 from .rpc import ConnectionPool, rpc
-from .security import Security
+from .security import Security, default_secret_file, ensure_secret_file
 from .serialize import dumps, loads
 from .server import Server
 from .sync import LoopRunner, sync
@@ -60,7 +60,9 @@ __all__ = [
     "__version__",
     "connect",
     "default_ip",
+    "default_secret_file",
     "dumps",
+    "ensure_secret_file",
     "loads",
     "normalize_address",
     "parse_address",

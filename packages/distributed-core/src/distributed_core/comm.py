@@ -34,7 +34,7 @@ from .errors import (
     RemoteProtocolError,
 )
 from .protocol import BODY, HEAD, LARGE, SMALL, Decoder, Limits, frame_header
-from .security import Security
+from .security import Security, join_hint
 from .serialize import dumps, frame_kinds, loads
 from .timeouts import DEFAULTS, Timeouts
 
@@ -360,8 +360,18 @@ class Comm:
         Both sides send first and then read, so a version or authentication
         mismatch is detected on both ends without extra round trips. Nothing
         is unpickled: ``allow_pickle`` is only set once this returns.
+
+        ``security=None`` means :meth:`Security.default` (the default secret
+        file, read now).
+
+        .. versionchanged:: 0.2.0
+           ``None`` uses the default secret file when it exists.
         """
-        security = security or Security()
+        if security is None:
+            try:
+                security = Security.default()
+            except ValueError as e:
+                raise AuthenticationError(str(e)) from None
         nonce = security.new_nonce()
         hello = {
             "distributed": "hello",
@@ -375,7 +385,13 @@ class Comm:
             "nonce": nonce,
         }
         small = Limits.handshake()
-        await self.write(hello)
+        # A connector whose secret is only the default file's (Security.default)
+        # reads the listener's hello first (listeners send theirs at once) and
+        # uses the secret only if the listener asks for one: it still reaches a
+        # center started with --insecure or from a release before 0.2.
+        lenient = role == "connector" and security.implicit
+        if not lenient:
+            await self.write(hello)
         try:
             peer = await self.read(small)
         except DecodeError as e:
@@ -386,6 +402,11 @@ class Comm:
             raise HandshakeError(
                 f"{self.peer_address} did not start with a valid hello: {e}"
             ) from None
+        if lenient:  # ours goes out whatever theirs says, so their side can tell its user
+            if not (isinstance(peer, dict) and peer.get("auth")):
+                security = Security()
+                hello["auth"] = False
+            await self.write(hello)
         if not isinstance(peer, dict) or peer.get("distributed") != "hello":
             raise HandshakeError(
                 f"{self.peer_address} is not speaking the distributed protocol "
@@ -400,8 +421,7 @@ class Comm:
             if not peer_auth:
                 raise AuthenticationError(
                     f"{self.peer_address} did not authenticate: this side requires a shared "
-                    "secret and the peer has none configured (Security(secret=...) / "
-                    "--secret-file)"
+                    "secret and the peer has none configured: " + join_hint(peer=True)
                 )
             if not isinstance(peer_nonce, bytes) or len(peer_nonce) < 16:
                 raise HandshakeError(f"{self.peer_address} sent a hello without a valid nonce")
@@ -415,12 +435,13 @@ class Comm:
             if peer_role == role or not security.verify(proof, peer_role, nonce, peer_nonce):
                 raise AuthenticationError(
                     f"{self.peer_address} failed authentication: its proof of the shared "
-                    "secret is wrong (the two sides have different secrets)"
+                    "secret is wrong (the two sides have different secrets): copy the "
+                    "center's secret file again, or check --secret-file on both sides"
                 )
         elif peer_auth:
             raise AuthenticationError(
                 f"{self.peer_address} requires a shared secret and this side has none "
-                "configured; pass Security(secret=...) or --secret-file"
+                "configured: " + join_hint()
             )
         self.allow_pickle = True
 

@@ -1,13 +1,107 @@
-"""TLS contexts and the shared secret, passed as ``security=`` everywhere."""
+"""TLS contexts and the shared secret, passed as ``security=`` everywhere.
+
+Secure by default (issue 12): every user has a default secret file,
+:func:`default_secret_file` (``$DISTRIBUTED_SECRET_FILE``, else
+``~/.config/distributed/secret``). ``dcenter`` creates it when it is missing
+(:func:`ensure_secret_file`), and every connection made or accepted with
+``security=None`` proves knowledge of it when it exists
+(:meth:`Security.default`), so the nodes and clients of one user on one
+machine authenticate each other with no options.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import os
+import secrets
 import ssl
+from pathlib import Path
 
-__all__ = ["Security"]
+__all__ = [
+    "SECRET_FILE_ENV",
+    "Security",
+    "default_secret_file",
+    "ensure_secret_file",
+    "join_hint",
+]
+
+SECRET_FILE_ENV = "DISTRIBUTED_SECRET_FILE"
+"""Environment variable naming the default secret file (overrides the home directory one)."""
+
+_DEFAULT_RELATIVE = Path(".config") / "distributed" / "secret"
+
+
+def default_secret_file() -> Path:
+    """The file holding this user's default cluster secret.
+
+    ``$DISTRIBUTED_SECRET_FILE`` when set and not empty, else
+    ``~/.config/distributed/secret``. The file may not exist.
+
+    .. versionadded:: 0.2.0
+    """
+    env = os.environ.get(SECRET_FILE_ENV)
+    if env:
+        return Path(env).expanduser()
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        raise ValueError(
+            f"cannot find the default secret file: no home directory; set {SECRET_FILE_ENV}"
+        ) from None
+    return home / _DEFAULT_RELATIVE
+
+
+def ensure_secret_file(path=None) -> tuple[Path, bool]:
+    """Create the secret file ``path`` (default :func:`default_secret_file`) if missing.
+
+    A new file holds 32 random bytes as 64 hex digits, mode 0600; a parent
+    directory it creates gets mode 0700. Creation is atomic (written under a
+    temporary name, then linked), so a concurrent reader never sees an empty
+    file and two concurrent creators agree on one secret.
+    Returns ``(path, created)``.
+
+    .. versionadded:: 0.2.0
+    """
+    path = Path(path) if path is not None else default_secret_file()
+    if path.exists():
+        return path, False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+            created = True
+        except FileExistsError:  # another process made it first: use theirs
+            created = False
+    finally:
+        os.unlink(tmp)
+    return path, created
+
+
+def join_hint(peer: bool = False) -> str:
+    """How a node without the secret gets it (for error messages).
+
+    ``peer=True``: said by the side that has the secret, about the peer.
+    """
+    if peer:
+        return (
+            "give the peer this cluster's secret file (copy the center's "
+            "~/.config/distributed/secret to the same place on the peer's machine, or pass "
+            "--secret-file FILE / Security.from_files(secret_file=FILE) there)"
+        )
+    try:
+        here = str(default_secret_file())
+    except ValueError:
+        here = f"${SECRET_FILE_ENV}"
+    return (
+        f"copy the secret file from the center's machine (dcenter prints the command; by "
+        f"default ~/.config/distributed/secret there) to {here} here, or pass --secret-file "
+        f"FILE / Security.from_files(secret_file=FILE)"
+    )
 
 
 class Security:
@@ -57,6 +151,7 @@ class Security:
         self.tls_key = tls_key
         self.tls_ca_file = tls_ca_file
         self.require_client_cert = require_client_cert
+        self.implicit = False  # True for Security.default(): see there
         self._server_ctx = None
         self._client_ctx = None
 
@@ -85,6 +180,23 @@ class Security:
         self = cls(secret, tls_cert, tls_key, tls_ca_file, require_client_cert)
         if self.tls_cert or self.tls_ca_file:
             self.server_context() if self.tls_cert else self.client_context()
+        return self
+
+    @classmethod
+    def default(cls) -> Security:
+        """What ``security=None`` means: the default secret file's secret, if it exists.
+
+        Read at each connection, so a file created by ``dcenter`` after this
+        process started is used from then on. Without the file: no secret (and
+        no TLS). Pass ``Security()`` explicitly to use no secret whatever exists.
+
+        .. versionadded:: 0.2.0
+        """
+        path = default_secret_file()
+        if not path.exists():
+            return cls()
+        self = cls.from_files(secret_file=str(path))
+        self.implicit = True
         return self
 
     def __repr__(self) -> str:

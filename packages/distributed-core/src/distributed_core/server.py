@@ -76,6 +76,12 @@ class Server:
         dict mapping op names to callables ``handler(comm, **kwargs)``.
     security
         :class:`Security`; with a secret, unauthenticated peers are refused.
+        ``None``: :meth:`Security.default`, the default secret file's secret
+        when that file exists (read at each connection), else no secret.
+        ``Security()`` accepts unauthenticated peers whatever files exist.
+
+        .. versionchanged:: 0.2.0
+           ``None`` uses the default secret file when it exists.
     name
         shown in logs and in ``identity``.
     limits
@@ -119,7 +125,9 @@ class Server:
         for op, h in self.handlers.items():
             if not callable(h):
                 raise TypeError(f"handler for op {op!r} is not callable: {h!r}")
-        self.security = security or Security()
+        # None (not Security()): the handshake then uses the default secret
+        # file, read at each connection (Security.default)
+        self.security = security
         self.name = name
         self.limits = limits or Limits()
         self.handshake_timeout = handshake_timeout
@@ -148,11 +156,11 @@ class Server:
         """
         if isinstance(port_or_address, int):
             scheme, host, port = "tcp", "0.0.0.0", port_or_address
-            if self.security.tls_cert is not None:
+            if self.security is not None and self.security.tls_cert is not None:
                 scheme = "tls"
         else:
             scheme, host, port = parse_address(port_or_address)
-        ssl_ctx = self.security.server_context() if scheme == "tls" else None
+        ssl_ctx = (self.security or Security()).server_context() if scheme == "tls" else None
         sock = _bind(host, port)
         self._sockets = [sock]
         self._tcp = _TCPServer(

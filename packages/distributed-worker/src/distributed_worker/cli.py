@@ -9,6 +9,13 @@ given instead of the Center's, unreadable TLS files) print one
 Without ``--host`` the worker listens on all interfaces and prints and
 registers the local address of the interface that routes to the Center;
 ``--contact-address`` registers another one (NAT, containers, a relay).
+
+Secure by default (issue 12): without ``--secret-file``, TLS options or
+``--insecure``, the worker uses the user's default secret file
+(``distributed_core.default_secret_file()``) and refuses to start when it is
+missing, saying how to get it. It also refuses to start when the
+``distributed_worker`` module it runs is not from this project's
+``distributed-worker`` distribution (``_identity.py``).
 """
 
 from __future__ import annotations
@@ -20,18 +27,18 @@ import sys
 
 import click
 
-import distributed_core
 from distributed_core import (
     CommClosedError,
     HandshakeError,
     Security,
+    default_secret_file,
     normalize_address,
     parse_address,
     unparse_address,
 )
 from distributed_core.timeouts import DEFAULTS
 
-from ._version import __version__
+from . import _identity
 from .stream import NotACenterError, RegistrationError
 from .worker import Worker
 
@@ -113,20 +120,30 @@ class StartupError(Exception):
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
 )
-@click.version_option(
-    __version__,
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=False,
+    help="Use no secret (for a center started with --insecure); anyone who can reach "
+    "this worker's port can run code on it.",
+)
+@click.option(
     "--version",
-    prog_name="dworker",
-    message=(
-        f"%(prog)s %(version)s (distributed-core {distributed_core.__version__}, "
-        f"protocol {'.'.join(map(str, distributed_core.PROTOCOL_VERSION))})"
-    ),
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_identity.print_version,
+    help="Show the distribution, version, protocol and location, and exit.",
 )
 def main(
     center_address, host, contact_address, port, ncores, name, heartbeat_interval,
     heartbeat_timeout, connect_timeout, fetch_timeout, secret_file, tls_cert, tls_key, tls_ca_file, log_level,
+    insecure,
 ):  # fmt: skip
     """Start a worker that registers with the center at CENTER_ADDRESS."""
+    problem = _identity.problem()
+    if problem:
+        _fail(problem)
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
@@ -139,7 +156,7 @@ def main(
                 contact_address = normalize_address(contact_address)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"bad --contact-address: {e}") from None
-        security = Security.from_files(secret_file, tls_cert, tls_key, tls_ca_file)
+        security = _security(secret_file, tls_cert, tls_key, tls_ca_file, insecure, host)
     except (TypeError, ValueError, OSError) as e:
         _fail(str(e))
     try:
@@ -160,6 +177,30 @@ def main(
         )
     except StartupError as e:
         _fail(str(e))
+
+
+def _security(secret_file, tls_cert, tls_key, tls_ca_file, insecure, host) -> Security:
+    explicit = secret_file or tls_cert or tls_ca_file
+    if insecure:
+        if explicit:
+            raise ValueError("--insecure cannot be combined with --secret-file or TLS options")
+        if host is None or host not in ("127.0.0.1", "::1", "localhost"):
+            logger.warning(
+                "--insecure: any process that can reach this worker's port can run "
+                "arbitrary code on it; use it only on a trusted network"
+            )
+        return Security()
+    if explicit:
+        return Security.from_files(secret_file, tls_cert, tls_key, tls_ca_file)
+    path = default_secret_file()
+    if not path.exists():
+        raise ValueError(
+            f"no secret: {path} does not exist. Copy the center's secret file there "
+            "(dcenter prints the command: install -d -m 700 ~/.config/distributed && "
+            "scp -p USER@CENTERHOST:~/.config/distributed/secret ~/.config/distributed/secret), "
+            "or pass --secret-file FILE, or --insecure for a center started with --insecure"
+        )
+    return Security.from_files(str(path))
 
 
 def _fail(message: str) -> None:
