@@ -184,6 +184,7 @@ async def test_keep_inputs_keeps_fetched_inputs_as_reported_replicas():
             assert reply["status"] == "OK"
             assert set(reply["fetched"]) == {"a"}
             assert sorted(await ra.keys()) == ["a", "z"]
+
             # the center lists the replica, so later fetches can use it
             async def both_hold():
                 holders = (await c.who_has(keys=["a"]))["a"]
@@ -202,9 +203,7 @@ async def test_pending_input_sent_later_on_another_connection():
         async with rpcs(w.address, w.address) as (r1, r2):
             # the dependent arrives first and waits for its input's compute
             dependent = asyncio.ensure_future(
-                r1.compute(
-                    function=operator.neg, key="y", args=("x",), needed=["x"], pending=["x"]
-                )
+                r1.compute(function=operator.neg, key="y", args=("x",), needed=["x"], pending=["x"])
             )
             await until(lambda: len(w.arrivals) == 1)
             first = await r2.compute(function=operator.add, key="x", args=(20, 22))
@@ -219,9 +218,7 @@ async def test_pending_input_that_erred_fails_the_dependent():
     async with local_cluster(1) as (center, (w,)):
         async with rpcs(w.address, w.address) as (r1, r2):
             dependent = asyncio.ensure_future(
-                r1.compute(
-                    function=operator.neg, key="y", args=("x",), needed=["x"], pending=["x"]
-                )
+                r1.compute(function=operator.neg, key="y", args=("x",), needed=["x"], pending=["x"])
             )
             await until(lambda: len(w.arrivals) == 1)
             assert (await r2.compute(function=operator.truediv, key="x", args=(1, 0)))[

@@ -237,7 +237,16 @@ class TaskState:
 class WorkerState:
     """A worker as the client sees it: its cores and what it was given."""
 
-    __slots__ = ("address", "ncores", "processing", "queue", "has", "max_in_flight", "ahead", "ahead_queue")
+    __slots__ = (
+        "address",
+        "ncores",
+        "processing",
+        "queue",
+        "has",
+        "max_in_flight",
+        "ahead",
+        "ahead_queue",
+    )
 
     def __init__(self, address: str, ncores: int, max_in_flight: int):
         self.address = address
