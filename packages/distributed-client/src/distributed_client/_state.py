@@ -365,6 +365,8 @@ class SchedulerState:
         #: send a task to the worker running its last inputs before they end
         #: (only to workers whose ``ahead`` is set: the driver sets it)
         self.ahead_dispatch = True
+        #: how many tasks were sent ahead of their inputs (a statistic)
+        self.sent_ahead = 0
 
     # ------------------------------------------------------------------ queries
 
@@ -1099,6 +1101,7 @@ class SchedulerState:
             ts.waiting_on.clear()
             self._start(ts, ws, out)
             ts.pending = pending
+            self.sent_ahead += 1
 
     def _need(self, root: TaskState) -> None:
         """Make sure `root` will be computed (it or its inputs may be released or lost)."""
