@@ -22,11 +22,23 @@ is *forgotten*.
 Placement: a queued task goes to the worker that holds most of its input
 bytes; ties go to the least busy worker (in flight + queued, per core). Each
 worker gets at most ``max_in_flight`` tasks at once (``2 * ncores + 1`` at
-first; the driver raises it for workers that answer fast, so that their cores
-never wait for the client). A worker with
+first; the driver raises it for workers that answer fast or are far away, see
+:func:`in_flight_target` and :class:`RoundTrip`, so that their cores never
+wait for the client). A worker with
 free slots and nothing queued for it takes work queued for the busiest
 worker, unless that would move more than ``steal_bytes`` of inputs (and the
 queue is not long).
+
+Ahead dispatch (issue 8): when a task starts on a worker whose ``ahead`` is
+set (the driver sets it for workers that understand the compute's
+``pending`` field), its waiting dependents are queued on that worker's
+``ahead_queue``. One whose unfinished inputs all run on that worker (the
+others in memory, at most ``steal_bytes`` of them elsewhere) is sent there
+at once, in state ``processing`` with ``pending`` naming those inputs; the
+worker waits for them. Replies may come back in any order. If an input
+fails, the task fails with it; if the worker dies, such a task goes back to
+waiting without blame (it cannot have started); a ``missing-data`` reply for
+a pending input sends it back to waiting.
 
 Failures: a worker that dies takes its data and in-flight tasks with it. Its
 in-flight tasks are rescheduled and become *suspicious*: a suspicious task
@@ -36,8 +48,11 @@ its worker is blamed exactly; after ``allowed_failures`` deaths it fails with
 their definitions; lost data that has no definition (it was scattered) fails
 its dependents with :class:`~distributed_client.LostDataError` naming the keys.
 A worker that reports ``missing-data`` for a compute (it could fetch an
-input from no holder) makes the client drop those holders for those keys and
-recompute the inputs from their tasks before the dependent runs again.
+input from no holder) is avoided for that task while another worker may run
+it and the holders are still listed (they may be out of reach of that worker
+only); when none is left, the client drops those holders for those keys and
+recomputes the inputs from their tasks before the dependent runs again
+(at most ``MAX_MISSING_DATA`` times per task).
 
 No workers: while there is queued work and no worker at all, the state
 counts time on its injected ``clock``. After ``no_workers_timeout`` seconds
