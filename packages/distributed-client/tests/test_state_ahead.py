@@ -45,9 +45,9 @@ def test_in_flight_target_covers_the_round_trip():
     assert in_flight_target(2, 0.01, None) == default_max_in_flight(2)
     # near and long tasks: never below the default
     assert in_flight_target(4, 0.0001, 1.0) == default_max_in_flight(4)
-    # 10 ms away, 1 ms tasks: 10 more per core
-    assert in_flight_target(1, 0.010, 0.001) == 1 * (1 + 10) + 2
-    assert in_flight_target(2, 0.010, 0.001) == 2 * (1 + 10) + 3
+    # 10 ms away, 1 ms tasks: 2 x 10 more per core
+    assert in_flight_target(1, 0.010, 0.001) == 1 * (1 + 2 * 10) + 2
+    assert in_flight_target(2, 0.010, 0.001) == 2 * (1 + 2 * 10) + 3
     # grows with the round trip, shrinks with the task time
     assert in_flight_target(1, 0.020, 0.001) > in_flight_target(1, 0.010, 0.001)
     assert in_flight_target(1, 0.010, 0.002) < in_flight_target(1, 0.010, 0.001)

@@ -488,7 +488,7 @@ class Session(DataMixin):
         if link is None or link.closed:
             link = self._links[worker] = WorkerLink(
                 worker,
-                ws.ncores + 1,
+                2 * ws.ncores + 2,
                 on_failure=self._link_failed,
                 on_connect=self._link_connected,
                 security=self.security,

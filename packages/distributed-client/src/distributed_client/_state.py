@@ -121,12 +121,14 @@ def in_flight_target(ncores: int, rtt: float | None, task_time: float | None) ->
     While a reply travels back to the client and the next request travels to
     the worker (`rtt` seconds, measured without the worker's compute time),
     each core must still have work: ``rtt / task_time`` more tasks per core,
-    plus one running per core and ``ncores + 1`` spare. Never below
+    twice that for headroom (the worker's own per-task overhead and jitter
+    are not in `task_time`), plus one running per core and ``ncores + 1``
+    spare. Never below
     :func:`default_max_in_flight`, never above ``MAX_IN_FLIGHT_PER_CORE``
     per core (plus 4). Unknown `rtt` or `task_time` give the default.
 
     >>> in_flight_target(1, rtt=0.010, task_time=0.001)  # 10 ms away, 1 ms tasks
-    13
+    23
     >>> in_flight_target(2, rtt=0.0002, task_time=0.05)  # near, long tasks
     5
     """
@@ -134,7 +136,7 @@ def in_flight_target(ncores: int, rtt: float | None, task_time: float | None) ->
     if rtt is None or task_time is None:
         return floor
     task_time = max(task_time, MIN_TASK_TIME)
-    target = ncores * (1 + max(rtt, 0.0) / task_time) + ncores + 1
+    target = ncores * (1 + 2 * max(rtt, 0.0) / task_time) + ncores + 1
     return int(min(max(floor, target), MAX_IN_FLIGHT_PER_CORE * ncores + 4))
 
 

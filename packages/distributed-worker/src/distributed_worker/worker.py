@@ -382,9 +382,9 @@ class Worker(Server):
 
         failed = next((v for v in inputs.values() if isinstance(v, Failure)), None)
         value = failed  # an input errored: so does this result
-        start = time.perf_counter()
+        duration = 0.0
         if failed is None:
-            value = await asyncio.get_running_loop().run_in_executor(
+            value, duration = await asyncio.get_running_loop().run_in_executor(
                 self.executor,
                 _run,
                 function,
@@ -394,7 +394,6 @@ class Worker(Server):
             )
         if self._closing:
             raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
-        duration = time.perf_counter() - start
         nbytes = self.store.put(key, value)
         self.arrivals.stored(key)
         if report:
@@ -635,11 +634,19 @@ def _resolve(fut: asyncio.Future, value) -> None:
 
 
 def _run(function, args, kwargs, key):
-    """Run in a compute thread: the value, or a `Failure` if it raised or cannot be sent."""
+    """Run in a compute thread: ``(value, seconds it ran)``; the value is a `Failure`
+    if the function raised or its result cannot be sent."""
+    start = time.perf_counter()
     try:
         value = function(*args, **kwargs)
     except BaseException as e:  # SystemExit from user code must not stop the worker
-        return Failure.from_exception(e)
+        return Failure.from_exception(e), time.perf_counter() - start
+    duration = time.perf_counter() - start
+    return _sendable(function, value, key), duration
+
+
+def _sendable(function, value, key):
+    """`value`, or a `Failure` saying why it cannot be sent."""
     try:
         _check_sendable(value)
     except Exception as e:
