@@ -666,6 +666,7 @@ class Session(DataMixin):
             if address not in self.state.workers and address not in self._gone:
                 logger.debug("worker %s (%s cores)", address, n)
                 self.state.add_worker(address, n or 1)
+                self._probe_soon(address)
         for address in list(self.state.workers):
             if address not in ncores:
                 self._worker_failed(address, blame=True)
@@ -674,6 +675,39 @@ class Session(DataMixin):
         else:
             self._workers_event.clear()
         self._kick()
+
+    def _probe_soon(self, address: str) -> None:
+        """Ask a new worker which compute fields it understands (in the background)."""
+        if self.loop is None or self.closed:
+            return
+        t = asyncio.ensure_future(self._probe(address))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, address: str) -> None:
+        """``identity`` of a new worker: its ``features`` enable ahead dispatch and replicas.
+
+        Bounded by ``connect_timeout``; a worker that does not answer keeps
+        the old protocol until a compute reply carries a ``duration`` (see
+        `_observe_round_trip`).
+        """
+        try:
+            ident = await asyncio.wait_for(
+                self._worker_call(address, {"op": "identity"}), self.connect_timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            logger.debug("identity of %s: %s", address, e)
+            return
+        features = ident.get("features") if isinstance(ident, dict) else None
+        ws = self.state.workers.get(address)
+        if isinstance(features, list) and "pending" in features and ws is not None:
+            rt = self._round_trips.get(address)
+            ws.ahead = rt is None or (
+                rt.task_time is not None and rt.task_time < self.ahead_max_task_time
+            )
+            self._kick()
 
     def _busy(self) -> bool:
         st = self.state

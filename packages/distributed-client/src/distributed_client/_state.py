@@ -740,7 +740,12 @@ class SchedulerState:
             ts.pending = ()
             ts.missing_count += 1
             if ts.missing_count > MAX_MISSING_DATA:
-                self._fail(ts, LostDataError(missing))
+                reason = (
+                    f"task {key!r} came back missing-data {ts.missing_count} times (last "
+                    f"from {worker}): no worker that may run it could fetch these inputs "
+                    f"from their holders"
+                )
+                self._fail(ts, LostDataError(missing, reason))
                 return
         held = [
             m

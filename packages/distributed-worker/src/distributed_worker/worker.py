@@ -455,6 +455,8 @@ class Worker(Server):
             "nbytes": self.store.total_nbytes,
             "memory": self._memory(),
             "registered": self.stream.comm is not None,
+            # compute fields this worker understands beyond the first release's
+            "features": ["pending", "keep_inputs"],
             "versions": {
                 "distributed-worker": __version__,
                 "distributed-core": distributed_core.__version__,
