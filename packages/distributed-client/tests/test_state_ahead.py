@@ -376,3 +376,15 @@ def test_stealing_skips_a_worker_the_task_avoids():
         ts.avoid.add(B)
     sent = s.assign()
     assert {w for w, _ in sent} == {A}
+
+
+def test_idle_worker_still_steals_from_a_deep_pipeline():
+    s = make(A, ahead=False)
+    s.workers[A].max_in_flight = in_flight_target(1, 0.010, 0.0)  # far, tiny tasks
+    keys = [f"t{i}" for i in range(1000)]
+    s.update_graph({k: ("spec", []) for k in keys}, wants=keys)
+    first = s.assign()
+    assert len(first) == MAX_IN_FLIGHT_PER_CORE + 4  # the cap, not all 1000
+    s.add_worker(B, 1)
+    stolen = s.assign()
+    assert stolen and {w for w, _ in stolen} == {B}

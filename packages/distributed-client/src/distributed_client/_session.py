@@ -147,6 +147,8 @@ class Session(DataMixin):
         self._timing: dict[str, list] = {}
         #: worker -> its round trip and task time (sizes its pipeline)
         self._round_trips: dict[str, RoundTrip] = {}
+        #: workers that understand the issue-8 compute fields (pending, keep_inputs)
+        self._capable: set[str] = set()
         #: worker -> connections of requests in progress (aborted when it is gone)
         self._calls: dict[str, set] = defaultdict(set)
         #: the timer that calls SchedulerState.expire, and when it fires
@@ -480,7 +482,7 @@ class Session(DataMixin):
         if needed:
             msg["needed"] = needed
             msg["who_has"] = self.state.dependency_hints(key)
-            if ws.ahead:  # understands the issue-8 fields
+            if worker in self._capable:  # understands the issue-8 fields
                 msg["keep_inputs"] = True
                 if ts.pending:
                     msg["pending"] = list(ts.pending)
@@ -583,6 +585,7 @@ class Session(DataMixin):
         ws = self.state.workers.get(worker)
         if ws is None:
             return
+        self._capable.add(worker)
         ws.ahead = rt.task_time is not None and rt.task_time < self.ahead_max_task_time
         ws.max_in_flight = max(ws.max_in_flight, in_flight_target(ws.ncores, rt.rtt, rt.task_time))
 
@@ -637,6 +640,7 @@ class Session(DataMixin):
         if address in self.state.workers:
             self._gone[address] = self.loop.time()
             self._round_trips.pop(address, None)
+            self._capable.discard(address)
             ws = self.state.workers[address]
             busy = (ws.processing or ws.has) and not self.closed
             (logger.warning if busy else logger.info)("lost worker %s", address)
@@ -703,6 +707,7 @@ class Session(DataMixin):
         features = ident.get("features") if isinstance(ident, dict) else None
         ws = self.state.workers.get(address)
         if isinstance(features, list) and "pending" in features and ws is not None:
+            self._capable.add(address)
             rt = self._round_trips.get(address)
             ws.ahead = rt is None or (
                 rt.task_time is not None and rt.task_time < self.ahead_max_task_time
