@@ -251,7 +251,6 @@ def test_only_worker_vanished_fails_with_no_workers_error(cluster):
             future.result(timeout=HEARTBEAT_TIMEOUT + no_workers_timeout + 10)
 
 
-@pytest.mark.xfail(reason="client re-places a dependent on the partitioned worker", strict=False)
 def test_partition_two_workers(cluster):
     c = cluster(worker_args=("--fetch-timeout", "3"))
     h1, h2, _ = c.worker_hosts

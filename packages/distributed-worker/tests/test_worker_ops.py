@@ -67,6 +67,8 @@ async def test_compute_local_and_reply_metadata():
         reply = await r.compute(
             function=np.sum, key="s", args=("x",), needed=["x"], kwargs={"dtype": "f8"}
         )
+        duration = reply.pop("duration")
+        assert isinstance(duration, float) and duration >= 0
         assert reply == {"status": "OK", "key": "s", "nbytes": 8, "type": "numpy.float64"}
         assert await r.get_data(keys=["s"]) == {"s": 45.0}
         assert await r.keys() == ["x", "s"]
@@ -164,10 +166,78 @@ async def test_alice_fetches_from_bob_via_center():
             reply = await ra.compute(
                 function=operator.add, key="z", args=("x", "a"), needed=["x", "a"]
             )
+            reply.pop("duration")
             assert reply == {"status": "OK", "key": "z", "nbytes": reply["nbytes"], "type": "int"}
             assert await ra.get_data(keys=["z"]) == {"z": 11}
-            assert "a" not in await ra.keys()  # fetched inputs are not kept
+            assert "a" not in await ra.keys()  # fetched inputs are not kept (no keep_inputs)
             assert await rb.keys() == ["a"]
+
+
+@gen_test()
+async def test_keep_inputs_keeps_fetched_inputs_as_reported_replicas():
+    async with local_cluster(2) as (center, (alice, bob)):
+        async with rpcs(alice.address, bob.address, center.address) as (ra, rb, c):
+            await rb.update_data(data={"a": 10})
+            reply = await ra.compute(
+                function=operator.neg, key="z", args=("a",), needed=["a"], keep_inputs=True
+            )
+            assert reply["status"] == "OK"
+            assert set(reply["fetched"]) == {"a"}
+            assert sorted(await ra.keys()) == ["a", "z"]
+
+            # the center lists the replica, so later fetches can use it
+            async def both_hold():
+                holders = (await c.who_has(keys=["a"]))["a"]
+                return sorted(holders) == sorted([alice.address, bob.address])
+
+            await until(both_hold)
+            again = await ra.compute(
+                function=operator.neg, key="z2", args=("a",), needed=["a"], keep_inputs=True
+            )
+            assert "fetched" not in again  # already held: nothing new
+
+
+@gen_test()
+async def test_pending_input_sent_later_on_another_connection():
+    async with local_cluster(1) as (center, (w,)):
+        async with rpcs(w.address, w.address) as (r1, r2):
+            # the dependent arrives first and waits for its input's compute
+            dependent = asyncio.ensure_future(
+                r1.compute(function=operator.neg, key="y", args=("x",), needed=["x"], pending=["x"])
+            )
+            await until(lambda: len(w.arrivals) == 1)
+            first = await r2.compute(function=operator.add, key="x", args=(20, 22))
+            assert first["status"] == "OK"
+            reply = await dependent
+            assert reply["status"] == "OK"
+            assert await r1.get_data(keys=["y"]) == {"y": -42}
+
+
+@gen_test()
+async def test_pending_input_that_erred_fails_the_dependent():
+    async with local_cluster(1) as (center, (w,)):
+        async with rpcs(w.address, w.address) as (r1, r2):
+            dependent = asyncio.ensure_future(
+                r1.compute(function=operator.neg, key="y", args=("x",), needed=["x"], pending=["x"])
+            )
+            await until(lambda: len(w.arrivals) == 1)
+            assert (await r2.compute(function=operator.truediv, key="x", args=(1, 0)))[
+                "status"
+            ] == "error"
+            reply = await dependent
+            assert reply["status"] == "error"
+            assert reply["exception"].type_name == "ZeroDivisionError"
+
+
+@gen_test()
+async def test_pending_input_that_never_comes_is_missing_after_fetch_timeout():
+    async with local_cluster(1, fetch_timeout=0.3) as (center, (w,)):
+        async with rpcs(w.address) as (r,):
+            reply = await r.compute(
+                function=operator.neg, key="y", args=("x",), needed=["x"], pending=["x"]
+            )
+            assert reply == {"status": "missing-data", "key": "y", "keys": ["x"]}
+            assert len(w.arrivals) == 0  # no entry left behind
 
 
 @gen_test()

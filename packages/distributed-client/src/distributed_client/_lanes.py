@@ -8,8 +8,10 @@ connection and an asyncio task per request, which is what lets thousands of
 small tasks a second through.
 
 A worker runs one request of a connection at a time, so a link keeps
-``ncores + 1`` connections ("lanes") and sends each request on the lane with
-the fewest outstanding requests.
+``2 * ncores + 2`` connections ("lanes", chosen by the session) and sends
+each request on the lane with the fewest outstanding requests: tiny tasks
+overlap their handling in the worker, and a task sent ahead of its inputs
+(waiting for them on the worker) holds up one lane, not a core's.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from distributed_core.timeouts import DEFAULTS
 
 from ._data import DataMixin, WorkerUnreachable, as_exception
 from ._lanes import WorkerLink
-from ._state import SchedulerState
+from ._state import RoundTrip, SchedulerState, in_flight_target
 from .errors import CenterTimeoutError, NotACenterError, NoWorkersError
 
 __all__ = ["Session", "as_exception", "resolve_center"]
@@ -84,6 +84,10 @@ class Session(DataMixin):
     gone_grace = 5.0
     #: seconds of work kept waiting at each worker for short tasks (see _observe_reply)
     pipeline_cover = 0.003
+    #: tasks are sent ahead of their inputs only to workers whose tasks take
+    #: less than this on average (seconds): a compute waiting for its inputs
+    #: holds its connection, and waits at most the worker's fetch_timeout
+    ahead_max_task_time = 0.5
 
     def __init__(
         self,
@@ -141,6 +145,10 @@ class Session(DataMixin):
         self._gone: dict[str, float] = {}
         #: worker -> [time of its last compute reply, smoothed gap between replies]
         self._timing: dict[str, list] = {}
+        #: worker -> its round trip and task time (sizes its pipeline)
+        self._round_trips: dict[str, RoundTrip] = {}
+        #: workers that understand the issue-8 compute fields (pending, keep_inputs)
+        self._capable: set[str] = set()
         #: worker -> connections of requests in progress (aborted when it is gone)
         self._calls: dict[str, set] = defaultdict(set)
         #: the timer that calls SchedulerState.expire, and when it fires
@@ -470,28 +478,35 @@ class Session(DataMixin):
         msg = {"op": "compute", "function": function, "key": key, "args": args}
         if kwargs:
             msg["kwargs"] = kwargs
+        ws = self.state.workers[worker]
         if needed:
             msg["needed"] = needed
             msg["who_has"] = self.state.dependency_hints(key)
+            if worker in self._capable:  # understands the issue-8 fields
+                msg["keep_inputs"] = True
+                if ts.pending:
+                    msg["pending"] = list(ts.pending)
         link = self._links.get(worker)
         if link is None or link.closed:
-            ws = self.state.workers[worker]
             link = self._links[worker] = WorkerLink(
                 worker,
-                ws.ncores + 1,
+                2 * ws.ncores + 2,
                 on_failure=self._link_failed,
                 on_connect=self._link_connected,
                 security=self.security,
                 connect_timeout=self.pool.connect_timeout,
                 name=self.name,
             )
-        link.send(msg, functools.partial(self._on_compute_reply, worker, key, msg.get("who_has")))
+        on_reply = functools.partial(
+            self._on_compute_reply, worker, key, msg.get("who_has"), self.loop.time()
+        )
+        link.send(msg, on_reply)
 
     async def _send_after(self, fut, worker, key) -> None:
         await asyncio.shield(fut)
         self._send_compute(worker, key)
 
-    def _on_compute_reply(self, worker: str, key: Hashable, asked, reply) -> None:
+    def _on_compute_reply(self, worker: str, key: Hashable, asked, sent: float, reply) -> None:
         self._observe_reply(worker)
         if isinstance(reply, BaseException):
             # the request could not be sent (e.g. unpicklable arguments)
@@ -499,7 +514,13 @@ class Session(DataMixin):
         elif type(reply) is dict and reply.get("status") == "OK":
             result = reply.get("result")
             status = result.get("status") if type(result) is dict else None
+            duration = result.get("duration") if type(result) is dict else None
+            if isinstance(duration, (int, float)):
+                self._observe_round_trip(worker, self.loop.time() - sent, duration)
             if status == "OK":
+                fetched = result.get("fetched")
+                if type(fetched) is dict and fetched:
+                    self.state.add_replicas(worker, fetched)
                 self.state.task_finished(key, worker, result.get("nbytes") or 0)
             elif status == "error":
                 self.state.task_erred(key, worker, result.get("exception"))
@@ -543,7 +564,30 @@ class Session(DataMixin):
         ewma = timing[1] = gap if timing[1] is None else 0.8 * timing[1] + 0.2 * gap
         n = ws.ncores
         depth = n + int(self.pipeline_cover / max(ewma, 1e-6))
-        ws.max_in_flight = min(max(2 * n + 1, depth), 16 * n + 4)
+        depth = min(max(2 * n + 1, depth), 16 * n + 4)
+        rt = self._round_trips.get(worker)
+        if rt is not None:  # cover the round trip too (bandwidth-delay product)
+            depth = max(depth, in_flight_target(n, rt.rtt, rt.task_time))
+        ws.max_in_flight = depth
+
+    def _observe_round_trip(self, worker: str, elapsed: float, duration: float) -> None:
+        """A compute reply came `elapsed` s after its request; the function ran `duration` s.
+
+        A worker that reports durations understands tasks sent ahead of their
+        inputs (``pending``); they go to it while its tasks are short
+        (``ahead_max_task_time``). Its in-flight depth covers its round trip
+        (:func:`~distributed_client._state.in_flight_target`).
+        """
+        rt = self._round_trips.get(worker)
+        if rt is None:
+            rt = self._round_trips[worker] = RoundTrip()
+        rt.observe(elapsed, duration, self.loop.time())
+        ws = self.state.workers.get(worker)
+        if ws is None:
+            return
+        self._capable.add(worker)
+        ws.ahead = rt.task_time is not None and rt.task_time < self.ahead_max_task_time
+        ws.max_in_flight = max(ws.max_in_flight, in_flight_target(ws.ncores, rt.rtt, rt.task_time))
 
     def _link_connected(self, link: WorkerLink) -> None:
         if link.address in self.state.unreached:
@@ -595,6 +639,8 @@ class Session(DataMixin):
             link.close()
         if address in self.state.workers:
             self._gone[address] = self.loop.time()
+            self._round_trips.pop(address, None)
+            self._capable.discard(address)
             ws = self.state.workers[address]
             busy = (ws.processing or ws.has) and not self.closed
             (logger.warning if busy else logger.info)("lost worker %s", address)
@@ -624,6 +670,7 @@ class Session(DataMixin):
             if address not in self.state.workers and address not in self._gone:
                 logger.debug("worker %s (%s cores)", address, n)
                 self.state.add_worker(address, n or 1)
+                self._probe_soon(address)
         for address in list(self.state.workers):
             if address not in ncores:
                 self._worker_failed(address, blame=True)
@@ -632,6 +679,40 @@ class Session(DataMixin):
         else:
             self._workers_event.clear()
         self._kick()
+
+    def _probe_soon(self, address: str) -> None:
+        """Ask a new worker which compute fields it understands (in the background)."""
+        if self.loop is None or self.closed:
+            return
+        t = asyncio.ensure_future(self._probe(address))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, address: str) -> None:
+        """``identity`` of a new worker: its ``features`` enable ahead dispatch and replicas.
+
+        Bounded by ``connect_timeout``; a worker that does not answer keeps
+        the old protocol until a compute reply carries a ``duration`` (see
+        `_observe_round_trip`).
+        """
+        try:
+            ident = await asyncio.wait_for(
+                self._worker_call(address, {"op": "identity"}), self.connect_timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            logger.debug("identity of %s: %s", address, e)
+            return
+        features = ident.get("features") if isinstance(ident, dict) else None
+        ws = self.state.workers.get(address)
+        if isinstance(features, list) and "pending" in features and ws is not None:
+            self._capable.add(address)
+            rt = self._round_trips.get(address)
+            ws.ahead = rt is None or (
+                rt.task_time is not None and rt.task_time < self.ahead_max_task_time
+            )
+            self._kick()
 
     def _busy(self) -> bool:
         st = self.state

@@ -22,11 +22,23 @@ is *forgotten*.
 Placement: a queued task goes to the worker that holds most of its input
 bytes; ties go to the least busy worker (in flight + queued, per core). Each
 worker gets at most ``max_in_flight`` tasks at once (``2 * ncores + 1`` at
-first; the driver raises it for workers that answer fast, so that their cores
-never wait for the client). A worker with
+first; the driver raises it for workers that answer fast or are far away, see
+:func:`in_flight_target` and :class:`RoundTrip`, so that their cores never
+wait for the client). A worker with
 free slots and nothing queued for it takes work queued for the busiest
 worker, unless that would move more than ``steal_bytes`` of inputs (and the
 queue is not long).
+
+Ahead dispatch (issue 8): when a task starts on a worker whose ``ahead`` is
+set (the driver sets it for workers that understand the compute's
+``pending`` field), its waiting dependents are queued on that worker's
+``ahead_queue``. One whose unfinished inputs all run on that worker (the
+others in memory, at most ``steal_bytes`` of them elsewhere) is sent there
+at once, in state ``processing`` with ``pending`` naming those inputs; the
+worker waits for them. Replies may come back in any order. If an input
+fails, the task fails with it; if the worker dies, such a task goes back to
+waiting without blame (it cannot have started); a ``missing-data`` reply for
+a pending input sends it back to waiting.
 
 Failures: a worker that dies takes its data and in-flight tasks with it. Its
 in-flight tasks are rescheduled and become *suspicious*: a suspicious task
@@ -36,8 +48,11 @@ its worker is blamed exactly; after ``allowed_failures`` deaths it fails with
 their definitions; lost data that has no definition (it was scattered) fails
 its dependents with :class:`~distributed_client.LostDataError` naming the keys.
 A worker that reports ``missing-data`` for a compute (it could fetch an
-input from no holder) makes the client drop those holders for those keys and
-recompute the inputs from their tasks before the dependent runs again.
+input from no holder) is avoided for that task while another worker may run
+it and the holders are still listed (they may be out of reach of that worker
+only); when none is left, the client drops those holders for those keys and
+recomputes the inputs from their tasks before the dependent runs again
+(at most ``MAX_MISSING_DATA`` times per task).
 
 No workers: while there is queued work and no worker at all, the state
 counts time on its injected ``clock``. After ``no_workers_timeout`` seconds
@@ -65,7 +80,24 @@ from .errors import (
     NoWorkersError,
 )
 
-__all__ = ["SchedulerState", "TaskState", "WorkerState", "Report", "default_max_in_flight"]
+__all__ = [
+    "SchedulerState",
+    "TaskState",
+    "WorkerState",
+    "Report",
+    "RoundTrip",
+    "default_max_in_flight",
+    "in_flight_target",
+]
+
+#: the most tasks kept in flight per core of one worker, however far away it
+#: is and however short its tasks (bounds what a dead worker takes with it and
+#: what an idle worker can no longer steal)
+MAX_IN_FLIGHT_PER_CORE = 128
+#: task times below this (seconds) count as this when sizing the pipeline
+MIN_TASK_TIME = 50e-6
+#: how many times a task may come back ``missing-data`` before it fails
+MAX_MISSING_DATA = 10
 
 #: states whose data a task's dependents are waiting for
 _ACTIVE = frozenset({"waiting", "queued", "processing"})
@@ -81,6 +113,71 @@ def default_max_in_flight(ncores: int) -> int:
     it can still move to another worker.
     """
     return 2 * ncores + 1
+
+
+def in_flight_target(ncores: int, rtt: float | None, task_time: float | None) -> int:
+    """Tasks to keep in flight on a worker: its cores' share of the bandwidth-delay product.
+
+    While a reply travels back to the client and the next request travels to
+    the worker (`rtt` seconds, measured without the worker's compute time),
+    each core must still have work: ``rtt / task_time`` more tasks per core,
+    twice that for headroom (the worker's own per-task overhead and jitter
+    are not in `task_time`), plus one running per core and ``ncores + 1``
+    spare. Never below
+    :func:`default_max_in_flight`, never above ``MAX_IN_FLIGHT_PER_CORE``
+    per core (plus 4). Unknown `rtt` or `task_time` give the default.
+
+    >>> in_flight_target(1, rtt=0.010, task_time=0.001)  # 10 ms away, 1 ms tasks
+    23
+    >>> in_flight_target(2, rtt=0.0002, task_time=0.05)  # near, long tasks
+    5
+    """
+    floor = default_max_in_flight(ncores)
+    if rtt is None or task_time is None:
+        return floor
+    task_time = max(task_time, MIN_TASK_TIME)
+    target = ncores * (1 + 2 * max(rtt, 0.0) / task_time) + ncores + 1
+    return int(min(max(floor, target), MAX_IN_FLIGHT_PER_CORE * ncores + 4))
+
+
+class RoundTrip:
+    """Round trip and task time of one worker, from the client's compute replies.
+
+    ``observe(elapsed, duration, now)``: a reply came `elapsed` seconds after
+    its request was written; the worker says the function ran `duration`
+    seconds. ``elapsed - duration`` is the round trip plus any time the
+    request queued at the worker; the smallest of the current and the previous
+    `window` seconds is the estimate (queueing only adds, and the window lets
+    a route that became slower be noticed). The task time is a moving average
+    of `duration`.
+
+    >>> rt = RoundTrip()
+    >>> for t in range(5):
+    ...     rt.observe(elapsed=0.011 + 0.001 * t, duration=0.001, now=t)
+    >>> round(rt.rtt, 4), round(rt.task_time, 4)
+    (0.01, 0.001)
+    """
+
+    __slots__ = ("window", "rtt", "task_time", "_cur", "_prev", "_start")
+
+    def __init__(self, window: float = 10.0):
+        self.window = window
+        self.rtt: float | None = None
+        self.task_time: float | None = None
+        self._cur: float | None = None
+        self._prev: float | None = None
+        self._start: float | None = None
+
+    def observe(self, elapsed: float, duration: float, now: float) -> None:
+        duration = max(0.0, duration)
+        sample = max(0.0, elapsed - duration)
+        if self._start is None or now - self._start > self.window:
+            self._prev, self._cur, self._start = self._cur, None, now
+        if self._cur is None or sample < self._cur:
+            self._cur = sample
+        self.rtt = self._cur if self._prev is None else min(self._cur, self._prev)
+        tt = self.task_time
+        self.task_time = duration if tt is None else 0.9 * tt + 0.1 * duration
 
 
 class TaskState:
@@ -105,6 +202,9 @@ class TaskState:
         "restrictions",
         "priority",
         "borrowed",
+        "pending",
+        "avoid",
+        "missing_count",
     )
 
     def __init__(self, key: Hashable, spec: Any, dependencies: Iterable, priority: int = 0):
@@ -131,6 +231,14 @@ class TaskState:
         self.priority = priority
         #: data owned by someone else (another client): used, never deleted
         self.borrowed = False
+        #: keys of inputs still computing on the same worker when this task
+        #: was sent there ahead of them (the compute's ``pending``)
+        self.pending: tuple = ()
+        #: workers that could not fetch this task's inputs (missing-data)
+        #: while their holders were alive: placed elsewhere if possible
+        self.avoid: set[str] = set()
+        #: how often its compute came back missing-data (bounded)
+        self.missing_count = 0
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
@@ -146,7 +254,16 @@ class TaskState:
 class WorkerState:
     """A worker as the client sees it: its cores and what it was given."""
 
-    __slots__ = ("address", "ncores", "processing", "queue", "has", "max_in_flight")
+    __slots__ = (
+        "address",
+        "ncores",
+        "processing",
+        "queue",
+        "has",
+        "max_in_flight",
+        "ahead",
+        "ahead_queue",
+    )
 
     def __init__(self, address: str, ncores: int, max_in_flight: int):
         self.address = address
@@ -158,6 +275,10 @@ class WorkerState:
         self.queue: deque[TaskState] = deque()
         #: keys the client believes this worker holds
         self.has: set[TaskState] = set()
+        #: it understands ``pending`` (tasks may be sent ahead of their inputs)
+        self.ahead = False
+        #: waiting tasks whose unfinished inputs all run here (stale entries skipped)
+        self.ahead_queue: deque[TaskState] = deque()
 
     def __repr__(self) -> str:
         return (
@@ -258,6 +379,11 @@ class SchedulerState:
         #: per core) that worker may be before the next one goes elsewhere
         self._last_root: str | None = None
         self.root_slack = 4
+        #: send a task to the worker running its last inputs before they end
+        #: (only to workers whose ``ahead`` is set: the driver sets it)
+        self.ahead_dispatch = True
+        #: how many tasks were sent ahead of their inputs (a statistic)
+        self.sent_ahead = 0
 
     # ------------------------------------------------------------------ queries
 
@@ -324,12 +450,25 @@ class SchedulerState:
             if not ts.who_has and ts.state == "memory":
                 self._lose(ts)
         ws.has.clear()
-        # 2. tasks it was running: suspicious, run again (or give up)
+        # 2. tasks it was running: suspicious, run again (or give up); a task
+        # sent ahead whose inputs were still running there cannot have started
+        unstarted = {
+            ts
+            for ts in ws.processing
+            if ts.pending
+            and any(
+                d.state == "processing" and d.processing_on == address
+                for d in ts.dependencies
+                if d.key in ts.pending
+            )
+        }
+        ws.ahead_queue.clear()
         for ts in sorted(ws.processing, key=lambda t: t.priority):
             ts.processing_on = None
             if ts.state != "processing":
                 continue
-            if blame:
+            ts.pending = ()
+            if blame and ts not in unstarted:
                 ts.suspicious += 1
                 ts.killed.append(address)
             if ts.suspicious >= self.allowed_failures:
@@ -527,6 +666,19 @@ class SchedulerState:
         if not ts.needed:
             self._maybe_release(ts)
 
+    def add_replicas(self, worker: str, keys: Iterable[Hashable]) -> None:
+        """`worker` kept copies of `keys` it fetched (the compute's ``fetched``)."""
+        ws = self.workers.get(worker)
+        if ws is None:
+            return
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                ts.who_has.add(worker)
+                ws.has.add(ts)
+            elif ts is None or not ts.borrowed:
+                self._report.delete.setdefault(key, []).append(worker)  # not wanted any more
+
     def task_erred(self, key: Hashable, worker: str, exception: BaseException) -> None:
         """The task's function raised `exception` on `worker`.
 
@@ -558,13 +710,19 @@ class SchedulerState:
     ) -> None:
         """`worker` could not fetch `missing` inputs of `key` from anyone.
 
-        `asked` is the ``who_has`` hint sent with the compute: those holders
-        are dropped for those keys; a holder that got the key since then
-        (e.g. it was recomputed there, maybe on `worker` itself, while the
-        fetch waited for a vanished holder) is kept.
-        Without `asked`, every holder is dropped. An input left without a
-        holder is recomputed from its task (or fails its dependents with
-        :class:`LostDataError` if it was scattered), then `key` runs again.
+        First, while the client still lists the holders and some other
+        worker may run `key` (within its restrictions), `key` goes to another
+        worker and `worker` is avoided for it: the holders may be alive but
+        out of `worker`'s reach (a partition between workers). Only when no
+        worker is left to try are the holders dropped: `asked` is the
+        ``who_has`` hint sent with the compute, and those holders are dropped
+        for those keys; a holder that got the key since then (e.g. it was
+        recomputed there, maybe on `worker` itself, while the fetch waited
+        for a vanished holder) is kept. Without `asked`, every holder is
+        dropped. An input left without a holder is recomputed from its task
+        (or fails its dependents with :class:`LostDataError` if it was
+        scattered), then `key` runs again. After ``MAX_MISSING_DATA`` such
+        replies `key` fails with :class:`LostDataError` naming the inputs.
         """
         if worker in self.unreached:
             self._answered(worker)
@@ -576,6 +734,31 @@ class SchedulerState:
             return
         if ts.processing_on == worker:
             ts.processing_on = None
+        missing = list(missing)
+        active = ts.state == "processing"
+        if active:
+            ts.pending = ()
+            ts.missing_count += 1
+            if ts.missing_count > MAX_MISSING_DATA:
+                reason = (
+                    f"task {key!r} came back missing-data {ts.missing_count} times (last "
+                    f"from {worker}): no worker that may run it could fetch these inputs "
+                    f"from their holders"
+                )
+                self._fail(ts, LostDataError(missing, reason))
+                return
+        held = [
+            m
+            for m in (self.tasks.get(mk) for mk in missing)
+            if m is not None and m.state == "memory" and m.who_has - {worker}
+        ]
+        if active and held and self._other_candidate(ts, worker):
+            # holders alive as far as we know: maybe only `worker` cannot reach them
+            ts.avoid.add(worker)
+            ts.state = "released"
+            self._need(ts)
+            return
+        ts.avoid.clear()
         for mk in missing:
             mts = self.tasks.get(mk)
             if mts is None:
@@ -593,6 +776,11 @@ class SchedulerState:
         if ts.state == "processing":
             ts.state = "released"
             self._need(ts)
+
+    def _other_candidate(self, ts: TaskState, worker: str) -> bool:
+        """Whether a worker other than `worker` and those `ts` avoids may run `ts`."""
+        names = self.workers if ts.restrictions is None else ts.restrictions
+        return any(w in self.workers and w != worker and w not in ts.avoid for w in names)
 
     def key_missing_on(self, key: Hashable, worker: str) -> None:
         """`worker` turned out not to hold `key` (or could not be reached for it)."""
@@ -665,6 +853,11 @@ class SchedulerState:
                     if ts is None:
                         break
                     self._start(ts, ws, out)
+        # then tasks whose inputs are still running on the same worker
+        for ws in self.workers.values():
+            if ws.ahead_queue and ws is not draining:
+                if not any(t.suspicious for t in ws.processing):
+                    self._assign_ahead(ws, out)
         return out
 
     # ------------------------------------------------------------------ deadlines
@@ -785,9 +978,11 @@ class SchedulerState:
         if ts.restrictions is not None:
             candidates = [self.workers[w] for w in ts.restrictions if w in self.workers]
         else:
-            candidates = self.workers.values()
+            candidates = list(self.workers.values())
         if not candidates:
             return None
+        if ts.avoid:
+            candidates = [w for w in candidates if w.address not in ts.avoid] or candidates
         if ts.dependencies:
             held: dict[str, int] = {}
             for dts in ts.dependencies:
@@ -841,7 +1036,9 @@ class SchedulerState:
             ts = q.pop()
             if ts.state != "queued" or ts.queued_on != victim.address:
                 continue
-            if ts.restrictions is not None and thief.address not in ts.restrictions:
+            if (
+                ts.restrictions is not None and thief.address not in ts.restrictions
+            ) or thief.address in ts.avoid:
                 skipped.append(ts)
                 continue
             if not long_queue and self._bytes_missing(ts, thief) > self.steal_bytes:
@@ -881,8 +1078,52 @@ class SchedulerState:
         ts.state = "processing"
         ts.queued_on = None
         ts.processing_on = ws.address
+        ts.pending = ()
         ws.processing.add(ts)
         out.append((ws.address, ts.key))
+        if ws.ahead and self.ahead_dispatch:
+            for d in ts.dependents:
+                if d.state == "waiting":
+                    ws.ahead_queue.append(d)
+
+    def _ahead_inputs(self, ts: TaskState, ws: WorkerState) -> tuple | None:
+        """The keys `ts` would wait for on `ws` if sent there now, or None if it may not go.
+
+        It may go ahead when each input is in memory (anywhere) or running on
+        `ws`, `ws` is allowed and not avoided, and the inputs held elsewhere
+        are small (``steal_bytes``).
+        """
+        if ts.state != "waiting" or ts.spec is None or ts.suspicious:
+            return None
+        if ws.address in ts.avoid or (
+            ts.restrictions is not None and ws.address not in ts.restrictions
+        ):
+            return None
+        pending = []
+        far = 0
+        for d in ts.dependencies:
+            if d.state == "memory":
+                if ws.address not in d.who_has:
+                    far += d.nbytes
+            elif d.state == "processing" and d.processing_on == ws.address:
+                pending.append(d.key)
+            else:
+                return None
+        if not pending or far > self.steal_bytes:
+            return None
+        return tuple(pending)
+
+    def _assign_ahead(self, ws: WorkerState, out: list) -> None:
+        q = ws.ahead_queue
+        while q and ws.free_slots > 0:
+            ts = q.popleft()
+            pending = self._ahead_inputs(ts, ws)
+            if pending is None:
+                continue
+            ts.waiting_on.clear()
+            self._start(ts, ws, out)
+            ts.pending = pending
+            self.sent_ahead += 1
 
     def _need(self, root: TaskState) -> None:
         """Make sure `root` will be computed (it or its inputs may be released or lost)."""

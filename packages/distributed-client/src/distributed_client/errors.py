@@ -147,12 +147,17 @@ class LostDataError(KeyError):
     ``replicas=2`` (or more) to survive the loss of a worker.
     """
 
-    def __init__(self, keys):
+    def __init__(self, keys, reason: str | None = None):
         keys = list(keys)
         super().__init__(keys)
         self.keys = keys
+        #: why, when it is not the loss of scattered data (e.g. no worker
+        #: could fetch the keys from their holders, issue 8)
+        self.reason = reason
 
     def __str__(self) -> str:
+        if self.reason:
+            return f"data for keys {self.keys!r} could not be used: {self.reason}"
         return (
             f"data for keys {self.keys!r} is no longer on the cluster: every worker "
             f"holding it died, or it was deleted; it was scattered rather than computed, "

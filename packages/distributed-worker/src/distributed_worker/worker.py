@@ -6,9 +6,10 @@ Center (stream.py).
 
 Ops served (see docs/dev/contracts.md)::
 
-    compute(function, key, args=(), kwargs=None, needed=(), who_has=None, report=True)
-        -> {'status': 'OK', 'key', 'nbytes', 'type'}
-         | {'status': 'error', 'key', 'exception': Failure}
+    compute(function, key, args=(), kwargs=None, needed=(), who_has=None, report=True,
+            pending=(), keep_inputs=False)
+        -> {'status': 'OK', 'key', 'nbytes', 'type', 'duration', ['fetched']}
+         | {'status': 'error', 'key', 'exception': Failure, 'duration'}
          | {'status': 'missing-data', 'key', 'keys': [...]}
     get_data(keys, allow_missing=False) -> {key: value}
     update_data(data, report=True)      -> {'keys': [...], 'nbytes': {key: n}}
@@ -26,6 +27,7 @@ import logging
 import os
 import platform
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -44,6 +46,7 @@ from distributed_core import (
 from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
+from .ahead import LocalArrivals
 from .fetch import FetchTimeoutError, fetch_from_peers
 from .store import DataStore, check_key, check_keys
 from .stream import CenterStream
@@ -186,6 +189,7 @@ class Worker(Server):
             )
         self.fetch_timeout = fetch_timeout
         self._fetching: dict = {}  # key -> future of a fetch in progress
+        self.arrivals = LocalArrivals()  # wake-ups for computes sent ahead (ahead.py)
         self._process = psutil.Process()
         self._closed = asyncio.Event()
         self._close_task: asyncio.Task | None = None
@@ -300,6 +304,8 @@ class Worker(Server):
         needed=(),
         who_has=None,
         report=True,
+        pending=(),
+        keep_inputs=False,
     ) -> dict:
         """Run ``function(*args, **kwargs)`` with needed keys replaced by their data.
 
@@ -319,6 +325,18 @@ class Worker(Server):
         .. versionchanged:: 0.1.1
            Peer fetches are bounded by ``fetch_timeout``; a failing Center
            ``who_has`` gives ``missing-data`` instead of an error.
+
+        Issue 8 (ahead dispatch): `pending` names needed keys whose computes
+        were sent to this worker too (maybe on another connection, so maybe
+        not arrived yet); they are waited for here (`LocalArrivals`, at most
+        ``fetch_timeout``), not fetched. With `keep_inputs` (and `report`),
+        inputs fetched from peers are kept as replicas, reported to the
+        Center and listed in the reply (``'fetched': {key: nbytes}``), so
+        later fetches can use this worker (the client then deletes them with
+        the key).
+        Replies carry ``'duration'``: seconds spent running the function
+        (the client sizes its pipeline from it; a worker that sends it
+        understands `pending`).
         """
         if not callable(function):
             raise TypeError(
@@ -343,18 +361,30 @@ class Worker(Server):
 
         inputs = {k: self.store[k] for k in needed if k in self.store}
         missing = [k for k in dict.fromkeys(needed) if k not in inputs]
+        if missing and pending:
+            local = set(check_keys(pending, "pending")).intersection(missing)
+            lost = await self.arrivals.wait(local, self.store.__contains__, self.fetch_timeout)
+            if lost:
+                self.arrivals.stored(key, ok=False)
+                return {"status": "missing-data", "key": key, "keys": lost}
+            inputs.update(self.store.get(local, allow_missing=True))
+            missing = [k for k in missing if k not in inputs]
+        replicas = {}
         if missing:
             fetched, lost = await self._fetch(missing, who_has)
             if lost:
                 logger.warning("compute %r: no worker could provide %s", key, lost)
+                self.arrivals.stored(key, ok=False)
                 return {"status": "missing-data", "key": key, "keys": lost}
             inputs.update(fetched)
+            if keep_inputs and report:
+                replicas = self._keep_replicas(fetched)
 
         failed = next((v for v in inputs.values() if isinstance(v, Failure)), None)
-        if failed is not None:
-            value = failed  # an input errored: so does this result
-        else:
-            value = await asyncio.get_running_loop().run_in_executor(
+        value = failed  # an input errored: so does this result
+        duration = 0.0
+        if failed is None:
+            value, duration = await asyncio.get_running_loop().run_in_executor(
                 self.executor,
                 _run,
                 function,
@@ -365,11 +395,23 @@ class Worker(Server):
         if self._closing:
             raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
         nbytes = self.store.put(key, value)
+        self.arrivals.stored(key)
         if report:
             self.stream.add({key: nbytes})
         if isinstance(value, Failure):
-            return {"status": "error", "key": key, "exception": value}
-        return {"status": "OK", "key": key, "nbytes": nbytes, "type": _type_name(value)}
+            return {"status": "error", "key": key, "exception": value, "duration": duration}
+        reply = {"status": "OK", "key": key, "nbytes": nbytes, "type": _type_name(value)}
+        reply["duration"] = duration
+        if replicas:
+            reply["fetched"] = replicas
+        return reply
+
+    def _keep_replicas(self, fetched: dict) -> dict:
+        """Keep inputs fetched from peers, reported; ``{key: nbytes}`` of those newly held."""
+        nbytes = {k: self.store.put(k, v) for k, v in fetched.items() if k not in self.store}
+        if nbytes:
+            self.stream.add(nbytes)
+        return nbytes
 
     def get_data(self, comm, keys=None, allow_missing=False) -> dict:
         """``{key: value}`` for `keys`; a stored error comes back as its `Failure`."""
@@ -413,6 +455,8 @@ class Worker(Server):
             "nbytes": self.store.total_nbytes,
             "memory": self._memory(),
             "registered": self.stream.comm is not None,
+            # compute fields this worker understands beyond the first release's
+            "features": ["pending", "keep_inputs"],
             "versions": {
                 "distributed-worker": __version__,
                 "distributed-core": distributed_core.__version__,
@@ -592,11 +636,19 @@ def _resolve(fut: asyncio.Future, value) -> None:
 
 
 def _run(function, args, kwargs, key):
-    """Run in a compute thread: the value, or a `Failure` if it raised or cannot be sent."""
+    """Run in a compute thread: ``(value, seconds it ran)``; the value is a `Failure`
+    if the function raised or its result cannot be sent."""
+    start = time.perf_counter()
     try:
         value = function(*args, **kwargs)
     except BaseException as e:  # SystemExit from user code must not stop the worker
-        return Failure.from_exception(e)
+        return Failure.from_exception(e), time.perf_counter() - start
+    duration = time.perf_counter() - start
+    return _sendable(function, value, key), duration
+
+
+def _sendable(function, value, key):
+    """`value`, or a `Failure` saying why it cannot be sent."""
     try:
         _check_sendable(value)
     except Exception as e:
