@@ -10,6 +10,12 @@ of the interface that holds the default route (``127.0.0.1`` only on a
 machine with no other interface); ``--host ::`` listens on IPv6 and prints
 ``tcp://[v6]:PORT``; ``--contact-address`` prints and gives out another
 address than the one listened on (NAT, containers, a relay).
+
+``dcenter`` is a click group: without a subcommand it runs the center (so
+``dcenter --port 0`` works as always); ``dcenter status [ADDRESS]`` prints the
+workers table of a running center (:mod:`distributed_center.status`).
+Defaults of the options come from :mod:`distributed_core.config`
+(flag > ``DISTRIBUTED_*`` variable > config file > default).
 """
 
 from __future__ import annotations
@@ -18,16 +24,15 @@ import asyncio
 import errno
 import logging
 import signal
-import sys
 
 import click
 
 import distributed_core
-from distributed_core import Security, normalize_address, unparse_address
-from distributed_core.timeouts import DEFAULTS
+from distributed_core import Security, config, logs, normalize_address, unparse_address
 
 from ._version import __version__
-from .center import DEFAULT_PORT, Center
+from .center import Center
+from .status import status
 
 __all__ = ["main"]
 
@@ -38,7 +43,10 @@ class StartupError(Exception):
     """The center could not start; the message is shown to the user as is."""
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--host",
     default=None,
@@ -48,8 +56,8 @@ class StartupError(Exception):
 )
 @click.option(
     "--port",
-    default=DEFAULT_PORT,
-    show_default=True,
+    default=config.default("center.port"),
+    show_default="8787, config center.port",
     type=click.IntRange(0, 65535),
     help="Port to listen on (0 picks a free one).",
 )
@@ -61,27 +69,64 @@ class StartupError(Exception):
 )
 @click.option(
     "--heartbeat-interval",
-    default=DEFAULTS.heartbeat_interval,
-    show_default=True,
+    default=config.default("timeouts.heartbeat_interval"),
+    show_default="1.0, config timeouts.heartbeat_interval",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds between heartbeats, both ways on each worker's report stream.",
 )
 @click.option(
     "--heartbeat-timeout",
-    default=DEFAULTS.heartbeat_timeout,
-    show_default=True,
+    default=config.default("timeouts.heartbeat_timeout"),
+    show_default="5.0, config timeouts.heartbeat_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Drop a worker (and its keys) after this many silent seconds.",
 )
-@click.option("--secret-file", default=None, help="File holding the cluster's shared secret.")
-@click.option("--tls-cert", default=None, help="PEM certificate; enables tls://.")
-@click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
-@click.option("--tls-ca-file", default=None, help="PEM CA file to verify peers with.")
+@click.option(
+    "--secret-file",
+    default=config.default("security.secret_file"),
+    help="File holding the cluster's shared secret.",
+)
+@click.option(
+    "--tls-cert",
+    default=config.default("security.tls_cert"),
+    help="PEM certificate; enables tls://.",
+)
+@click.option(
+    "--tls-key", default=config.default("security.tls_key"), help="PEM private key of --tls-cert."
+)
+@click.option(
+    "--tls-ca-file",
+    default=config.default("security.tls_ca_file"),
+    help="PEM CA file to verify peers with.",
+)
 @click.option(
     "--require-client-cert",
     is_flag=True,
-    default=False,
+    default=config.default("security.require_client_cert"),
     help="Refuse TLS peers without a certificate signed by --tls-ca-file.",
+)
+@click.option(
+    "--dashboard-address",
+    default="",
+    help="Where the dashboard listens: HOST:PORT, :PORT or PORT [default: port 8788 "
+    "(config dashboard.port) on the center's host; a free port when that one is busy].",
+)
+@click.option(
+    "--dashboard/--no-dashboard",
+    default=config.default("dashboard.enabled"),
+    help="Serve the dashboard (status page, JSON API, /metrics, /health) [default: on].",
+)
+@click.option(
+    "--log-level",
+    default=config.default("logging.level"),
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    help="Log level [default: info, config logging.level].",
+)
+@click.option(
+    "--log-format",
+    default=config.default("logging.format"),
+    type=click.Choice(logs.FORMATS),
+    help="Log lines as text or as one JSON object per line [default: text].",
 )
 @click.version_option(
     __version__,
@@ -102,13 +147,15 @@ def main(
     tls_key,
     tls_ca_file,
     require_client_cert,
+    dashboard_address,
+    dashboard,
+    log_level,
+    log_format,
 ):
-    """Run the Center of a distributed cluster."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    """Run the Center of a distributed cluster (or a subcommand: dcenter status)."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    logs.setup(log_level, log_format)
     if heartbeat_timeout <= heartbeat_interval:
         raise click.UsageError(
             f"--heartbeat-timeout ({heartbeat_timeout:g}) must be larger than "
@@ -124,7 +171,12 @@ def main(
     try:
         security = _security(secret_file, tls_cert, tls_key, tls_ca_file, require_client_cert)
         address = _listen_address(host, port, tls=tls_cert is not None)
-        asyncio.run(_run(address, security, heartbeat_interval, heartbeat_timeout, contact_address))
+        asyncio.run(
+            _run(
+                address, security, heartbeat_interval, heartbeat_timeout, contact_address,
+                dashboard_address if dashboard else None,
+            )
+        )  # fmt: skip
     except StartupError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:  # before the signal handlers were installed
@@ -160,12 +212,16 @@ def _listen_address(host, port, tls: bool) -> str:
     return unparse_address(scheme, host, port)
 
 
-async def _run(address, security, heartbeat_interval, heartbeat_timeout, contact_address=None):
+async def _run(
+    address, security, heartbeat_interval, heartbeat_timeout, contact_address=None,
+    dashboard_address=None,
+):  # fmt: skip
     center = Center(
         security=security,
         heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         contact_address=contact_address,
+        dashboard_address=dashboard_address,
     )
     try:
         await center.listen(address)
@@ -174,6 +230,8 @@ async def _run(address, security, heartbeat_interval, heartbeat_timeout, contact
         raise StartupError(_listen_error(address, e)) from None
 
     print(f"Start center at {center.address}", flush=True)
+    if center.dashboard is not None:
+        print(f"Dashboard at {center.dashboard.url}", flush=True)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -193,6 +251,9 @@ async def _run(address, security, heartbeat_interval, heartbeat_timeout, contact
     if stop.is_set():
         logger.info("Received signal, shutting down")
     await center.close()
+
+
+main.add_command(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

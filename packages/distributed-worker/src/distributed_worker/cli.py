@@ -25,11 +25,12 @@ from distributed_core import (
     CommClosedError,
     HandshakeError,
     Security,
+    config,
+    logs,
     normalize_address,
     parse_address,
     unparse_address,
 )
-from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
 from .stream import NotACenterError, RegistrationError
@@ -61,14 +62,14 @@ class StartupError(Exception):
 )
 @click.option(
     "--port",
-    default=0,
-    show_default=True,
+    default=config.default("worker.port"),
+    show_default="0, config worker.port",
     type=click.IntRange(0, 65535),
     help="Port to listen on (0: any free port).",
 )
 @click.option(
     "--ncores",
-    default=None,
+    default=config.default("worker.ncores"),
     type=click.IntRange(min=1),
     help="Threads running computations [default: number of CPUs].",
 )
@@ -81,37 +82,55 @@ class StartupError(Exception):
 )
 @click.option(
     "--heartbeat-timeout",
-    default=DEFAULTS.heartbeat_timeout,
-    show_default=True,
+    default=config.default("timeouts.heartbeat_timeout"),
+    show_default="5.0, config timeouts.heartbeat_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Treat the center as gone after this many seconds without a word from it "
     "(only with a center that sends heartbeats); the worker keeps its data and reconnects.",
 )
 @click.option(
     "--connect-timeout",
-    default=DEFAULTS.connect_timeout,
-    show_default=True,
+    default=config.default("timeouts.connect_timeout"),
+    show_default="5.0, config timeouts.connect_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds one attempt to reach and register with the center may take "
     "(at start-up and when reconnecting).",
 )
 @click.option(
     "--fetch-timeout",
-    default=DEFAULTS.fetch_timeout,
-    show_default=True,
+    default=config.default("timeouts.fetch_timeout"),
+    show_default="10.0, config timeouts.fetch_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds a peer may take to answer a fetch before other holders "
     "(then the center) are asked.",
 )
-@click.option("--secret-file", default=None, help="File holding the cluster's shared secret.")
-@click.option("--tls-cert", default=None, help="PEM certificate for TLS.")
-@click.option("--tls-key", default=None, help="PEM private key for TLS.")
-@click.option("--tls-ca-file", default=None, help="PEM file of the CA that signs peers.")
+@click.option(
+    "--secret-file",
+    default=config.default("security.secret_file"),
+    help="File holding the cluster's shared secret.",
+)
+@click.option(
+    "--tls-cert", default=config.default("security.tls_cert"), help="PEM certificate for TLS."
+)
+@click.option(
+    "--tls-key", default=config.default("security.tls_key"), help="PEM private key for TLS."
+)
+@click.option(
+    "--tls-ca-file",
+    default=config.default("security.tls_ca_file"),
+    help="PEM file of the CA that signs peers.",
+)
 @click.option(
     "--log-level",
-    default="warning",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default=config.default("logging.level"),
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    help="Log level [default: info, config logging.level].",
+)
+@click.option(
+    "--log-format",
+    default=config.default("logging.format"),
+    type=click.Choice(logs.FORMATS),
+    help="Log lines as text or as one JSON object per line [default: text].",
 )
 @click.version_option(
     __version__,
@@ -125,13 +144,10 @@ class StartupError(Exception):
 def main(
     center_address, host, contact_address, port, ncores, name, heartbeat_interval,
     heartbeat_timeout, connect_timeout, fetch_timeout, secret_file, tls_cert, tls_key, tls_ca_file, log_level,
+    log_format,
 ):  # fmt: skip
     """Start a worker that registers with the center at CENTER_ADDRESS."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(log_level, log_format)
     try:
         center = normalize_address(center_address)
         if contact_address is not None:

@@ -26,6 +26,8 @@ import logging
 import os
 import platform
 import socket
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -35,6 +37,7 @@ from distributed_core import (
     ConnectionPool,
     Failure,
     Server,
+    config,
     dumps,
     normalize_address,
     parse_address,
@@ -45,7 +48,7 @@ from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
 from .fetch import FetchTimeoutError, fetch_from_peers
-from .store import DataStore, check_key, check_keys
+from .store import DataStore, check_key, check_keys, sizeof
 from .stream import CenterStream
 from .substitute import substitute
 
@@ -129,9 +132,9 @@ class Worker(Server):
         heartbeat_interval: float | None = None,
         heartbeat_timeout: float | None = DEFAULTS.heartbeat_timeout,
         contact_address: str | None = None,
-        connect_timeout: float = DEFAULTS.connect_timeout,
+        connect_timeout: float | None = None,
         peer_connect_timeout: float = 3.0,
-        fetch_timeout: float = DEFAULTS.fetch_timeout,
+        fetch_timeout: float | None = None,
         batch_interval: float = 0.005,
         batch_size: int = 1000,
         limits=None,
@@ -146,6 +149,10 @@ class Worker(Server):
             "terminate": self.terminate,
         }
         super().__init__(handlers, security=security, name=name, limits=limits)
+        if connect_timeout is None:
+            connect_timeout = config.get("timeouts.connect_timeout")
+        if fetch_timeout is None:
+            fetch_timeout = config.get("timeouts.fetch_timeout")
         self.center = normalize_address(center)
         if ncores is not None and (not isinstance(ncores, int) or ncores < 1):
             raise ValueError(f"ncores must be a positive integer, got {ncores!r}")
@@ -186,6 +193,7 @@ class Worker(Server):
             )
         self.fetch_timeout = fetch_timeout
         self._fetching: dict = {}  # key -> future of a fetch in progress
+        self._executing = 0  # computations running in the thread pool
         self._process = psutil.Process()
         self._closed = asyncio.Event()
         self._close_task: asyncio.Task | None = None
@@ -354,19 +362,26 @@ class Worker(Server):
         if failed is not None:
             value = failed  # an input errored: so does this result
         else:
-            value = await asyncio.get_running_loop().run_in_executor(
-                self.executor,
-                _run,
-                function,
-                substitute(args, inputs),
-                substitute(kwargs, inputs),
-                key,
-            )
+            self._executing += 1
+            try:
+                value, start, stop, thread = await asyncio.get_running_loop().run_in_executor(
+                    self.executor,
+                    _timed_run,
+                    function,
+                    substitute(args, inputs),
+                    substitute(kwargs, inputs),
+                    key,
+                )
+            finally:
+                self._executing -= 1
         if self._closing:
             raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
         nbytes = self.store.put(key, value)
         if report:
             self.stream.add({key: nbytes})
+        if failed is None and self.stream.task_events:
+            status = "error" if isinstance(value, Failure) else "OK"
+            self.stream.task_done([key, start, stop, thread, status, nbytes])
         if isinstance(value, Failure):
             return {"status": "error", "key": key, "exception": value}
         return {"status": "OK", "key": key, "nbytes": nbytes, "type": _type_name(value)}
@@ -513,12 +528,16 @@ class Worker(Server):
         large transfer that keeps flowing is never cut.
         """
         peer = rpc(address, pool=self.pool, idle_timeout=self.fetch_timeout)
+        start = time.time()
         try:
             result = await peer.get_data(keys=keys, allow_missing=True)
         except (asyncio.TimeoutError, TimeoutError) as e:
             raise FetchTimeoutError(address, keys, self.fetch_timeout) from e
         if not isinstance(result, dict):
             raise TypeError(f"get_data from {address} returned {type(result).__name__}")
+        if self.stream.task_events:
+            nbytes = sum(sizeof(v) for v in result.values())
+            self.stream.task_done(["transfer", address, len(result), nbytes, start, time.time()])
         return result
 
     async def _confirm(self, nbytes: dict) -> None:
@@ -583,12 +602,20 @@ class Worker(Server):
             "nkeys": len(self.store),
             "nbytes": self.store.total_nbytes,
             "memory": self._memory(),
+            "executing": self._executing,
         }
 
 
 def _resolve(fut: asyncio.Future, value) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+def _timed_run(function, args, kwargs, key):
+    """`_run`, with its start and stop time (``time.time()``) and the thread's name."""
+    start = time.time()
+    value = _run(function, args, kwargs, key)
+    return value, start, time.time(), threading.current_thread().name
 
 
 def _run(function, args, kwargs, key):
