@@ -155,7 +155,7 @@ def main(
     """Run the Center of a distributed cluster (or a subcommand: dcenter status)."""
     if click.get_current_context().invoked_subcommand is not None:
         return
-    logs.setup(log_level, log_format)
+    logs.setup(log_level or "info", log_format)
     if heartbeat_timeout <= heartbeat_interval:
         raise click.UsageError(
             f"--heartbeat-timeout ({heartbeat_timeout:g}) must be larger than "

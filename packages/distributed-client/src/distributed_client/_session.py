@@ -30,6 +30,7 @@ from distributed_core import (
     normalize_address,
     rpc,
 )
+from distributed_core.logs import RateLimitFilter
 
 from ._data import DataMixin, WorkerUnreachable, as_exception
 from ._lanes import WorkerLink
@@ -38,6 +39,11 @@ from ._state import SchedulerState
 __all__ = ["Session", "as_exception"]
 
 logger = logging.getLogger("distributed_client")
+# Repeated warnings ("lost worker ...", one per worker when many die) are
+# rate-limited per message template: at most 3 per 10 s, then one line saying
+# how many were suppressed (distributed_core.logs.RateLimitFilter).
+if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+    logger.addFilter(RateLimitFilter(period=10.0, burst=3))
 
 
 class Session(DataMixin):

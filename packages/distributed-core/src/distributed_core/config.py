@@ -212,7 +212,7 @@ SCHEMA: dict[str, Setting] = {
             "Port dcenter listens on (0: a free one).",
             minimum=0,
             min_closed=True,
-        ),  # fmt: skip
+        ),
         Setting(
             "worker.port",
             "int",
@@ -220,7 +220,7 @@ SCHEMA: dict[str, Setting] = {
             "Port dworker listens on (0: a free one).",
             minimum=0,
             min_closed=True,
-        ),  # fmt: skip
+        ),
         Setting(
             "worker.ncores",
             "int",
@@ -229,7 +229,7 @@ SCHEMA: dict[str, Setting] = {
             minimum=1,
             min_closed=True,
             optional=True,
-        ),  # fmt: skip
+        ),
         Setting("dashboard.enabled", "bool", True, "Serve the dashboard from the center."),
         Setting(
             "dashboard.host",
@@ -237,7 +237,7 @@ SCHEMA: dict[str, Setting] = {
             None,
             "Interface the dashboard listens on (default: the center's).",
             optional=True,
-        ),  # fmt: skip
+        ),
         Setting(
             "dashboard.port",
             "int",
@@ -246,15 +246,15 @@ SCHEMA: dict[str, Setting] = {
             "free one is used, an explicit busy port is an error.",
             minimum=0,
             min_closed=True,
-        ),  # fmt: skip
+        ),
         Setting(
             "dashboard.task_events",
             "int",
             100_000,
-            "Task-stream events the center keeps (a ring buffer; about 200 bytes each).",
+            "Task-stream events the center keeps (a ring buffer; about 350 bytes each, 35 MB when full).",
             minimum=1,
             min_closed=True,
-        ),  # fmt: skip
+        ),
         Setting(
             "dashboard.cluster_events",
             "int",
@@ -262,47 +262,49 @@ SCHEMA: dict[str, Setting] = {
             "Cluster events (joined, left, errors) the center keeps.",
             minimum=1,
             min_closed=True,
-        ),  # fmt: skip
+        ),
         Setting(
             "logging.level",
             "choice",
-            "info",
-            "Log level of dcenter and dworker.",
+            None,
+            "Log level (default: info for dcenter, warning for dworker, so that a worker's "
+            "start-up error stays one line).",
             choices=("debug", "info", "warning", "error"),
-        ),  # fmt: skip
+            optional=True,
+        ),
         Setting(
             "logging.format",
             "choice",
             "text",
             "Log line format: text or json (one JSON object per line).",
             choices=("text", "json"),
-        ),  # fmt: skip
+        ),
         Setting(
             "security.secret_file",
             "path",
             None,
             "File holding the cluster's shared secret.",
             optional=True,
-        ),  # fmt: skip
+        ),
         Setting(
             "security.insecure",
             "bool",
             False,
             "Run without a shared secret even where one would be used by default.",
-        ),  # fmt: skip
+        ),
         Setting(
             "security.tls_cert", "path", None, "PEM certificate; enables tls://.", optional=True
-        ),  # fmt: skip
+        ),
         Setting("security.tls_key", "path", None, "PEM private key of tls_cert.", optional=True),
         Setting(
             "security.tls_ca_file", "path", None, "PEM CA file to verify peers with.", optional=True
-        ),  # fmt: skip
+        ),
         Setting(
             "security.require_client_cert",
             "bool",
             False,
             "Refuse TLS peers without a certificate signed by tls_ca_file.",
-        ),  # fmt: skip
+        ),
         Setting(
             "limits.max_frames",
             "int",
@@ -310,7 +312,7 @@ SCHEMA: dict[str, Setting] = {
             "Most frames one message may have.",
             minimum=1,
             min_closed=True,
-        ),  # fmt: skip
+        ),
         Setting(
             "limits.max_message_bytes",
             "int",
@@ -387,7 +389,7 @@ def _flatten(data: dict, path: Path) -> dict[str, Any]:
     for section, values in data.items():
         if not isinstance(values, dict):
             raise ConfigError(
-                f"unknown config key {section!r} in {path}: keys go in sections, e.g. "
+                f"unknown config key {section!r} in config file {path}: keys go in sections, e.g. "
                 f"[timeouts] heartbeat_timeout = 10; known sections: {_sections()}"
             )
         for name, value in values.items():
@@ -485,13 +487,14 @@ def get(key: str, *, env: Mapping[str, str] | None = None, files=None) -> Any:
 
 
 def default(key: str) -> Callable[[], Any]:
-    """A callable for a click option's ``default=`` (evaluated when the CLI runs)."""
+    """A callable for a click option's ``default=``: evaluated when the CLI runs,
+    reading the environment and files afresh (not the cache of :func:`get`)."""
 
     def value():
         import click
 
         try:
-            return get(key)
+            return load().get(key)
         except ConfigError as e:
             raise click.UsageError(str(e)) from None
 

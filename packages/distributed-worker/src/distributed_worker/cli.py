@@ -124,7 +124,7 @@ class StartupError(Exception):
     "--log-level",
     default=config.default("logging.level"),
     type=click.Choice(logs.LEVELS, case_sensitive=False),
-    help="Log level [default: info, config logging.level].",
+    help="Log level [default: warning, config logging.level].",
 )
 @click.option(
     "--log-format",
@@ -147,7 +147,7 @@ def main(
     log_format,
 ):  # fmt: skip
     """Start a worker that registers with the center at CENTER_ADDRESS."""
-    logs.setup(log_level, log_format)
+    logs.setup(log_level or "warning", log_format)
     try:
         center = normalize_address(center_address)
         if contact_address is not None:
