@@ -221,7 +221,7 @@ class Center(Server):
             return
         self._center_closing = True
         if self.dashboard is not None:
-            self.dashboard.close()
+            await self.dashboard.close()
         if self._liveness_task is not None:
             self._liveness_task.cancel()
             try:

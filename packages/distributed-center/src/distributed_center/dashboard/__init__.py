@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import socket
 import ssl
 
 import tornado.httpserver
-import tornado.netutil
 from prometheus_client import CollectorRegistry
 
 from distributed_core import config, parse_address, unparse_address
@@ -72,6 +72,24 @@ def parse_dashboard_address(value, default_host: str) -> tuple[str, int, bool]:
     return host, port, explicit
 
 
+def _bind(host: str | None, port: int) -> list[socket.socket]:
+    """One listening socket on `host` (name or IP; empty: all IPv4 interfaces)."""
+    host = host or "0.0.0.0"
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return [sock]
+
+
 class Dashboard:
     """The web server of one center; see the module docstring."""
 
@@ -96,12 +114,12 @@ class Dashboard:
         )
         host, port, explicit = parse_dashboard_address(address, center_host or "0.0.0.0")
         try:
-            sockets = tornado.netutil.bind_sockets(port, host or None)
+            sockets = _bind(host, port)
         except OSError as e:
             if e.errno != errno.EADDRINUSE or explicit:
                 raise OSError(e.errno, f"cannot listen for the dashboard on {host}:{port}: "
                               f"{e.strerror}; choose another --dashboard-address") from None  # fmt: skip
-            sockets = tornado.netutil.bind_sockets(0, host or None)
+            sockets = _bind(host, 0)
             logger.warning(
                 "Dashboard port %d is busy; serving the dashboard on port %d instead",
                 port,
@@ -145,10 +163,13 @@ class Dashboard:
             except Exception:  # never let the sampler die
                 logger.exception("dashboard sampler failed")
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop listening and close open connections."""
         if self._task is not None:
             self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self.server is not None:
-            self.server.stop()
-            self.server = None
+            server, self.server = self.server, None
+            server.stop()
+            await server.close_all_connections()
