@@ -8,6 +8,7 @@ the cluster. With a shared secret every path but ``/health`` needs the token
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from .views import totals, workers_table
 
 __all__ = ["make_app"]
 
+logger = logging.getLogger("distributed_center.dashboard")
+
 STATIC = Path(__file__).parent / "static"
 
 FORBIDDEN = """<!doctype html><html><head><meta charset="utf-8">
-<title>Dashboard: token needed</title></head><body>
+<link rel="icon" href="data:,"><title>Dashboard: token needed</title></head><body>
 <h1>403: this dashboard needs a token</h1>
 <p>The cluster uses a shared secret, so its dashboard opens only with the token derived
 from it. Open the link <code>dcenter</code> printed at start-up
@@ -181,6 +184,15 @@ class Metrics(Base):
         self.finish(render(self.dashboard.registry))
 
 
+class Favicon(Base):
+    def prepare(self):  # browsers ask for it on every page, the 403 page included
+        pass
+
+    def get(self):
+        self.set_status(204)
+        self.finish()
+
+
 class Health(Base):
     def prepare(self):  # no token: load balancers and orchestrators ask this
         pass
@@ -194,6 +206,14 @@ class Health(Base):
 
 def _key(key):
     return key if isinstance(key, (str, int, float)) else repr(key)
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    """Requests at DEBUG (the page polls every second), failures at WARNING."""
+    status = handler.get_status()
+    level = logging.DEBUG if status < 400 or status in (403, 404) else logging.WARNING
+    logger.log(level, "%d %s %.1fms", status, handler.request.uri,
+               1000.0 * handler.request.request_time())  # fmt: skip
 
 
 def make_app(dashboard) -> tornado.web.Application:
@@ -210,7 +230,9 @@ def make_app(dashboard) -> tornado.web.Application:
             (r"/api/v1/throughput", Throughput, args),
             (r"/metrics", Metrics, args),
             (r"/health", Health, args),
+            (r"/favicon.ico", Favicon, args),
         ],
         compress_response=False,
+        log_function=_log_request,
         xsrf_cookies=False,
     )

@@ -97,10 +97,12 @@ function renderLine(id, samples, field, fmt) {
   const width = svg.clientWidth || 300;
   const height = 120;
   if (!samples.length) { svg.replaceChildren(); return; }
-  const t0 = samples[samples.length - 1].time - 300;
+  const last = samples[samples.length - 1].time;
+  const t0 = Math.max(last - 300, samples[0].time); // the last 5 minutes, or since the start
+  const span = Math.max(last - t0, 1);
   const pts = samples.filter((s) => s.time >= t0);
   const max = Math.max(1e-9, ...pts.map((s) => s[field]));
-  const d = pts.map((s) => ((s.time - t0) / 300 * width).toFixed(1) + "," +
+  const d = pts.map((s) => ((s.time - t0) / span * width).toFixed(1) + "," +
     (height - 4 - s[field] / max * (height - 20)).toFixed(1)).join(" ");
   svg.replaceChildren(
     el("svg:polyline", {points: d, fill: "none", stroke: "#1f77b4", "stroke-width": 2}),
