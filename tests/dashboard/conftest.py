@@ -147,6 +147,7 @@ def cluster():
             workers.append(w)
         return address, url, workers
 
+    start.procs = procs
     yield start
     for p in reversed(procs):
         p.stop()
