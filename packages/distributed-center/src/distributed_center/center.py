@@ -312,8 +312,10 @@ class Center(Server):
             return reply
         reply["center_heartbeats"] = self.heartbeat_interval
         # Announces that this center takes ``task_events`` on the stream (added
-        # for issue 11); workers send them only to centers that say so.
-        reply["task_events"] = 1
+        # for issue 11); workers send them only to centers that say so, and only
+        # a center serving a dashboard asks for them (nobody else shows them).
+        if self.dashboard_address is not None:
+            reply["task_events"] = 1
         await self._serve_stream(comm, address, reply)
 
     def unregister(self, comm, address):
