@@ -36,6 +36,12 @@ from .status import status
 
 __all__ = ["main"]
 
+
+def _cfg(key):
+    """Option default from distributed_core.config; a bad configuration is a usage error."""
+    return config.default(key, click.UsageError)
+
+
 logger = logging.getLogger("distributed_center")
 
 
@@ -56,7 +62,7 @@ class StartupError(Exception):
 )
 @click.option(
     "--port",
-    default=config.default("center.port"),
+    default=_cfg("center.port"),
     show_default="8787, config center.port",
     type=click.IntRange(0, 65535),
     help="Port to listen on (0 picks a free one).",
@@ -69,40 +75,38 @@ class StartupError(Exception):
 )
 @click.option(
     "--heartbeat-interval",
-    default=config.default("timeouts.heartbeat_interval"),
+    default=_cfg("timeouts.heartbeat_interval"),
     show_default="1.0, config timeouts.heartbeat_interval",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds between heartbeats, both ways on each worker's report stream.",
 )
 @click.option(
     "--heartbeat-timeout",
-    default=config.default("timeouts.heartbeat_timeout"),
+    default=_cfg("timeouts.heartbeat_timeout"),
     show_default="5.0, config timeouts.heartbeat_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Drop a worker (and its keys) after this many silent seconds.",
 )
 @click.option(
     "--secret-file",
-    default=config.default("security.secret_file"),
+    default=_cfg("security.secret_file"),
     help="File holding the cluster's shared secret.",
 )
 @click.option(
     "--tls-cert",
-    default=config.default("security.tls_cert"),
+    default=_cfg("security.tls_cert"),
     help="PEM certificate; enables tls://.",
 )
-@click.option(
-    "--tls-key", default=config.default("security.tls_key"), help="PEM private key of --tls-cert."
-)
+@click.option("--tls-key", default=_cfg("security.tls_key"), help="PEM private key of --tls-cert.")
 @click.option(
     "--tls-ca-file",
-    default=config.default("security.tls_ca_file"),
+    default=_cfg("security.tls_ca_file"),
     help="PEM CA file to verify peers with.",
 )
 @click.option(
     "--require-client-cert",
     is_flag=True,
-    default=config.default("security.require_client_cert"),
+    default=_cfg("security.require_client_cert"),
     help="Refuse TLS peers without a certificate signed by --tls-ca-file.",
 )
 @click.option(
@@ -113,18 +117,18 @@ class StartupError(Exception):
 )
 @click.option(
     "--dashboard/--no-dashboard",
-    default=config.default("dashboard.enabled"),
+    default=_cfg("dashboard.enabled"),
     help="Serve the dashboard (status page, JSON API, /metrics, /health) [default: on].",
 )
 @click.option(
     "--log-level",
-    default=config.default("logging.level"),
+    default=_cfg("logging.level"),
     type=click.Choice(logs.LEVELS, case_sensitive=False),
     help="Log level [default: info, config logging.level].",
 )
 @click.option(
     "--log-format",
-    default=config.default("logging.format"),
+    default=_cfg("logging.format"),
     type=click.Choice(logs.FORMATS),
     help="Log lines as text or as one JSON object per line [default: text].",
 )

@@ -22,21 +22,26 @@ from distributed_core import Security, config, normalize_address, rpc
 __all__ = ["status"]
 
 
+def _cfg(key):
+    """Option default from distributed_core.config; a bad configuration is a usage error."""
+    return config.default(key, click.UsageError)
+
+
 @click.command()
 @click.argument("address", default="tcp://127.0.0.1:8787", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--secret-file",
-    default=config.default("security.secret_file"),
+    default=_cfg("security.secret_file"),
     help="File holding the cluster's shared secret.",
 )
-@click.option("--tls-cert", default=config.default("security.tls_cert"), help="PEM certificate.")
-@click.option("--tls-key", default=config.default("security.tls_key"), help="PEM private key.")
-@click.option("--tls-ca-file", default=config.default("security.tls_ca_file"), help="PEM CA file.")
+@click.option("--tls-cert", default=_cfg("security.tls_cert"), help="PEM certificate.")
+@click.option("--tls-key", default=_cfg("security.tls_key"), help="PEM private key.")
+@click.option("--tls-ca-file", default=_cfg("security.tls_ca_file"), help="PEM CA file.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=config.default("timeouts.connect_timeout"),
+    default=_cfg("timeouts.connect_timeout"),
     help="Seconds to reach the center [default: timeouts.connect_timeout, 5].",
 )
 def status(address, as_json, secret_file, tls_cert, tls_key, tls_ca_file, timeout):

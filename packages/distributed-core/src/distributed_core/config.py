@@ -486,17 +486,19 @@ def get(key: str, *, env: Mapping[str, str] | None = None, files=None) -> Any:
     return load(env, files).get(key)
 
 
-def default(key: str) -> Callable[[], Any]:
+def default(key: str, error: type[Exception] = ConfigError) -> Callable[[], Any]:
     """A callable for a click option's ``default=``: evaluated when the CLI runs,
-    reading the environment and files afresh (not the cache of :func:`get`)."""
+    reading the environment and files afresh (not the cache of :func:`get`).
+
+    A bad configuration raises `error` with the message of the `ConfigError`
+    (the CLIs pass ``click.UsageError``: one line and exit status 2).
+    """
 
     def value():
-        import click
-
         try:
             return load().get(key)
         except ConfigError as e:
-            raise click.UsageError(str(e)) from None
+            raise error(str(e)) from None
 
     return value
 

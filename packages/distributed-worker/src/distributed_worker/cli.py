@@ -38,6 +38,12 @@ from .worker import Worker
 
 __all__ = ["main"]
 
+
+def _cfg(key):
+    """Option default from distributed_core.config; a bad configuration is a usage error."""
+    return config.default(key, click.UsageError)
+
+
 logger = logging.getLogger("distributed_worker.cli")
 
 
@@ -62,14 +68,14 @@ class StartupError(Exception):
 )
 @click.option(
     "--port",
-    default=config.default("worker.port"),
+    default=_cfg("worker.port"),
     show_default="0, config worker.port",
     type=click.IntRange(0, 65535),
     help="Port to listen on (0: any free port).",
 )
 @click.option(
     "--ncores",
-    default=config.default("worker.ncores"),
+    default=_cfg("worker.ncores"),
     type=click.IntRange(min=1),
     help="Threads running computations [default: number of CPUs].",
 )
@@ -82,7 +88,7 @@ class StartupError(Exception):
 )
 @click.option(
     "--heartbeat-timeout",
-    default=config.default("timeouts.heartbeat_timeout"),
+    default=_cfg("timeouts.heartbeat_timeout"),
     show_default="5.0, config timeouts.heartbeat_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Treat the center as gone after this many seconds without a word from it "
@@ -90,7 +96,7 @@ class StartupError(Exception):
 )
 @click.option(
     "--connect-timeout",
-    default=config.default("timeouts.connect_timeout"),
+    default=_cfg("timeouts.connect_timeout"),
     show_default="5.0, config timeouts.connect_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds one attempt to reach and register with the center may take "
@@ -98,7 +104,7 @@ class StartupError(Exception):
 )
 @click.option(
     "--fetch-timeout",
-    default=config.default("timeouts.fetch_timeout"),
+    default=_cfg("timeouts.fetch_timeout"),
     show_default="10.0, config timeouts.fetch_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds a peer may take to answer a fetch before other holders "
@@ -106,29 +112,25 @@ class StartupError(Exception):
 )
 @click.option(
     "--secret-file",
-    default=config.default("security.secret_file"),
+    default=_cfg("security.secret_file"),
     help="File holding the cluster's shared secret.",
 )
-@click.option(
-    "--tls-cert", default=config.default("security.tls_cert"), help="PEM certificate for TLS."
-)
-@click.option(
-    "--tls-key", default=config.default("security.tls_key"), help="PEM private key for TLS."
-)
+@click.option("--tls-cert", default=_cfg("security.tls_cert"), help="PEM certificate for TLS.")
+@click.option("--tls-key", default=_cfg("security.tls_key"), help="PEM private key for TLS.")
 @click.option(
     "--tls-ca-file",
-    default=config.default("security.tls_ca_file"),
+    default=_cfg("security.tls_ca_file"),
     help="PEM file of the CA that signs peers.",
 )
 @click.option(
     "--log-level",
-    default=config.default("logging.level"),
+    default=_cfg("logging.level"),
     type=click.Choice(logs.LEVELS, case_sensitive=False),
     help="Log level [default: warning, config logging.level].",
 )
 @click.option(
     "--log-format",
-    default=config.default("logging.format"),
+    default=_cfg("logging.format"),
     type=click.Choice(logs.FORMATS),
     help="Log lines as text or as one JSON object per line [default: text].",
 )
