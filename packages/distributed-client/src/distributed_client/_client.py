@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from distributed_core import normalize_address
+from distributed_core import config, normalize_address
 
 from ._session import Session
 from ._sync import get_runner, on_exit
@@ -41,10 +41,15 @@ class ClientBase:
         *,
         security=None,
         asynchronous: bool = False,
-        timeout: float = 5.0,
+        timeout: float | None = None,
         name: str | None = None,
-        allowed_failures: int = 3,
+        allowed_failures: int | None = None,
     ):
+        # None: the configured defaults (distributed_core.config; 5 s and 3)
+        if timeout is None:
+            timeout = config.get("timeouts.connect_timeout")
+        if allowed_failures is None:
+            allowed_failures = config.get("timeouts.allowed_failures")
         self.center = normalize_address(center)
         self.security = security
         self.asynchronous = asynchronous

@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+import tornado.escape
 import tornado.web
 
 from . import auth
