@@ -180,3 +180,20 @@ def test_docs_page_matches_schema():
     )
     for s in SCHEMA.values():
         assert f"`{s.key}`" in DOCS_PAGE.read_text() and s.env in DOCS_PAGE.read_text()
+
+
+def test_server_limits_from_configuration(monkeypatch):
+    from distributed_core import Limits, Server
+
+    monkeypatch.setenv("DISTRIBUTED_LIMITS__MAX_FRAMES", "77")
+    monkeypatch.setenv("DISTRIBUTED_LIMITS__MAX_MESSAGE_BYTES", "123456")
+    config.reset()
+    try:
+        limits = Server({}).limits
+        assert limits.max_frames == 77
+        assert limits.max_message_bytes == limits.max_frame_bytes == 123456
+        assert Server({}, limits=Limits()).limits == Limits()  # an explicit one wins
+    finally:
+        monkeypatch.delenv("DISTRIBUTED_LIMITS__MAX_FRAMES")
+        monkeypatch.delenv("DISTRIBUTED_LIMITS__MAX_MESSAGE_BYTES")
+        config.reset()

@@ -55,7 +55,7 @@ class StartupError(Exception):
 )
 @click.option(
     "--host",
-    default=None,
+    default=_cfg("center.host"),
     help="Interface to listen on (name or IP; '::' for all IPv6 interfaces). "
     "[default: all IPv4 interfaces, advertising the address of the interface "
     "that holds the default route]",
