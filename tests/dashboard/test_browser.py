@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 
 from distributed_client import Executor
@@ -92,6 +93,20 @@ def test_status_page_task_stream_and_worker_leaving(cluster, browser, artifacts)
     events = browser.find_element("id", "events").text
     assert "worker-dropped" in events and victim.address in events
     browser.save_screenshot(str(artifacts / "dashboard-worker-left.png"))
+
+    # a worker that stops answering without closing its connection (SIGSTOP: as a
+    # vanished host) leaves after heartbeat_timeout of silence
+    frozen = workers[1]
+    frozen.p.send_signal(signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        wait(lambda: table_addresses(browser) == [], HEARTBEAT_TIMEOUT + 5,
+             "the frozen worker leaving the table")  # fmt: skip
+        print(f"frozen worker left the page after {time.monotonic() - stopped:.1f}s "
+              f"(heartbeat_timeout {HEARTBEAT_TIMEOUT}s)")  # fmt: skip
+    finally:
+        frozen.p.send_signal(signal.SIGCONT)
+    assert "nothing heard for 2s" in browser.find_element("id", "events").text
     assert console_errors(browser) == []
 
 
