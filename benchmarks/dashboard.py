@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -50,6 +49,17 @@ def line(proc, prefix):
     raise RuntimeError(f"process exited before printing {prefix!r}")
 
 
+def cpu(pids) -> float:
+    """User + system CPU seconds used so far by the processes `pids`."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
 def cluster(dashboard: bool, procs: list):
     args = ["-m", "distributed_center", "--host", "127.0.0.1", "--port", "0"]
     args += ["--dashboard-address", "127.0.0.1:0"] if dashboard else ["--no-dashboard"]
@@ -61,30 +71,30 @@ def cluster(dashboard: bool, procs: list):
         w = start(["-m", "distributed_worker", address, "--host", "127.0.0.1", "--ncores", "1"])
         procs.append(w)
         line(w, "Registered with center at ")
-    return address, url
+    return address, url, [p.pid for p in procs[-3:]]
 
 
-class Poller(threading.Thread):
-    """What the page does: four JSON requests every 500 ms."""
+def poll(url: str) -> None:
+    """What the page does: four JSON requests every 500 ms (run in its own process,
+    as a browser is, so its work does not land in the client's process)."""
+    cursor, requests = 0, 0
 
-    def __init__(self, url):
-        super().__init__(daemon=True)
-        self.url = url
-        self.stop = threading.Event()
-        self.requests = 0
-        self.cursor = 0
-
-    def get(self, path):
-        with urllib.request.urlopen(self.url + path, timeout=10) as r:
-            self.requests += 1
+    def get(path):
+        nonlocal requests
+        with urllib.request.urlopen(url + path, timeout=10) as r:
+            requests += 1
             return json.load(r)
 
-    def run(self):
-        while not self.stop.wait(0.5):
-            self.get("api/v1/workers")
-            self.cursor = self.get(f"api/v1/task-stream?since={self.cursor}")["cursor"]
-            self.get("api/v1/events?since=0")
-            self.get("api/v1/throughput")
+    try:
+        while True:
+            time.sleep(0.5)
+            get("api/v1/workers")
+            cursor = get(f"api/v1/task-stream?since={cursor}")["cursor"]
+            get("api/v1/events?since=0")
+            get("api/v1/throughput")
+            print(requests, flush=True)
+    except (KeyboardInterrupt, OSError):
+        pass
 
 
 def main():
@@ -92,7 +102,10 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--tasks", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--poll", metavar="URL", help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.poll:
+        return poll(opts.poll)
     n = opts.tasks or (2000 if opts.quick else 10_000)
     rounds = opts.rounds or (3 if opts.quick else 7)
 
@@ -100,10 +113,12 @@ def main():
 
     procs: list = []
     try:
-        on_addr, url = cluster(True, procs)
-        off_addr, _ = cluster(False, procs)
-        poller = Poller(url)
-        poller.start()
+        on_addr, url, on_pids = cluster(True, procs)
+        off_addr, _, off_pids = cluster(False, procs)
+        pids = {"on": on_pids, "off": off_pids}
+        cpu_used = {"on": [], "off": []}
+        poller = start([__file__, "--poll", url])
+        procs.append(poller)
         rates = {"on": [], "off": []}
         offset = 0
         with Executor(on_addr) as on, Executor(off_addr) as off:
@@ -112,6 +127,7 @@ def main():
             for r in range(rounds):
                 order = [("on", on), ("off", off)] if r % 2 == 0 else [("off", off), ("on", on)]
                 for name, ex in order:
+                    c0 = cpu(pids[name])
                     t0 = time.perf_counter()
                     futures = ex.map(inc, range(offset, offset + n))
                     total = sum(f.result() for f in futures)
@@ -119,12 +135,14 @@ def main():
                     assert total == sum(range(offset + 1, offset + n + 1))
                     del futures
                     rates[name].append(n / elapsed)
+                    cpu_used[name].append(cpu(pids[name]) - c0)
                     offset += n
-        poller.stop.set()
-        poller.join(5)
+        poller.terminate()
+        requests = (poller.communicate(timeout=10)[0].split() or ["0"])[-1]
     finally:
         for p in procs:
-            p.terminate()
+            if p.poll() is None:
+                p.terminate()
         for p in procs:
             p.wait(10)
     on_med, off_med = statistics.median(rates["on"]), statistics.median(rates["off"])
@@ -138,7 +156,10 @@ def main():
     print(f"{'--no-dashboard':<44} {off_med:>15.0f}")
     print(f"ratio of medians on/off {ratio:.3f}; median of per-round ratios {pair_ratio:.3f} "
           f"(target >= 0.95: {'met' if pair_ratio >= 0.95 else 'NOT met'}); "
-          f"poller made {poller.requests} requests; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"poller made {requests} requests; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    cpu_on, cpu_off = statistics.median(cpu_used["on"]), statistics.median(cpu_used["off"])
+    print(f"CPU of center + 2 workers per map (median): on {cpu_on:.2f} s, off {cpu_off:.2f} s, "
+          f"ratio {cpu_on / cpu_off:.3f} (less sensitive to a busy machine than wall time)")  # fmt: skip
     print("per round on :", " ".join(f"{x:.0f}" for x in rates["on"]))
     print("per round off:", " ".join(f"{x:.0f}" for x in rates["off"]))
 
