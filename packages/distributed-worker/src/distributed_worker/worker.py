@@ -96,7 +96,7 @@ class Worker(Server):
     connect_timeout
         how long one attempt to reach and register with the Center may take
         (at start-up, and each reconnection attempt). Default
-        ``DEFAULTS.connect_timeout`` (5 s); also
+        ``timeouts.connect_timeout`` of :mod:`distributed_core.config` (5 s); also
         the bound on each ``who_has`` call to the Center during a fetch
         (connecting included) and on `update_data`'s wait for the Center's
         acknowledgement.
@@ -108,7 +108,7 @@ class Worker(Server):
         fails after it too).
     fetch_timeout
         seconds a holder may take to answer ``get_data`` (default
-        ``distributed_core.Timeouts().fetch_timeout``, 10 s); after it the
+        ``timeouts.fetch_timeout`` of the configuration, 10 s); after it the
         holder counts as failed for that fetch and other holders, then the
         Center, are asked (issue 8: a holder whose host vanished sends
         nothing). A key nobody can provide makes `compute` reply
