@@ -191,3 +191,23 @@ async def test_busy_default_port_is_replaced_explicit_busy_port_fails(running_ce
         busy.close()
         monkeypatch.delenv("DISTRIBUTED_DASHBOARD__PORT")
         config.reset()
+
+
+@gen_test()
+async def test_task_events_riding_on_add_keys(running_center, fake_worker, wait_until):
+    async with running_center(dashboard_address="127.0.0.1:0") as center:
+        async with fake_worker(center.address, A) as w:
+            await w.register()
+            await w.send({"op": "add_keys", "keys": ["inc-1"], "nbytes": {"inc-1": 28},
+                          "tasks": [["inc-1", 1.0, 2.0, "t0", "OK", 28]]})  # fmt: skip
+            await wait_until(lambda: center.events.tasks_completed == 1)
+            assert center.state.who_has(["inc-1"]) == {"inc-1": [A]}
+            (event,) = center.events.tasks
+            assert (event.worker, event.key, event.thread) == (A, "inc-1", "t0")
+
+
+@gen_test()
+async def test_no_task_events_asked_without_a_dashboard(running_center, fake_worker):
+    async with running_center() as center, fake_worker(center.address, A) as w:
+        reply = await w.register()
+        assert "task_events" not in reply

@@ -31,7 +31,13 @@ class RecordingCenter:
             pass
 
     def events(self) -> list:
-        return [e for m in self.messages if m.get("op") == "task_events" for e in m["events"]]
+        out = []
+        for m in self.messages:
+            if m.get("op") == "task_events":
+                out += m["events"]
+            elif m.get("op") == "add_keys":
+                out += m.get("tasks", [])
+        return out
 
 
 async def until(predicate, timeout=5.0):
@@ -82,6 +88,7 @@ async def test_no_task_events_to_an_older_center():
             await until(lambda: sum(m.get("op") == "add_keys" for m in fake.messages) >= 1)
             await w.stream.flush()
             assert fake.events() == [] and w.stream.events == []
+            assert not any("tasks" in m for m in fake.messages)
             assert all(m.get("op") in ("add_keys", "remove_keys", "heartbeat")
                        for m in fake.messages)  # fmt: skip
         finally:

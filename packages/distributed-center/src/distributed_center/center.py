@@ -469,6 +469,9 @@ class Center(Server):
 
     def _stream_add_keys(self, address: str, msg: dict) -> None:
         self.state.add_keys(address, msg.get("keys", ()), nbytes=msg.get("nbytes"))
+        tasks = msg.get("tasks")  # task events riding on the batch (task_events announced)
+        if tasks:
+            self.events.add_task_events(address, tasks)
 
     def _stream_remove_keys(self, address: str, msg: dict) -> None:
         self.state.remove_keys(address, msg.get("keys", ()))

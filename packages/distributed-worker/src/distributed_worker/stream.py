@@ -248,7 +248,13 @@ class CenterStream:
             return
         messages = self.batch.take()
         if self.events:
-            messages.append({"op": "task_events", "events": self.events})
+            # Ride on the add_keys message when there is one (one message less for
+            # both sides per batch); otherwise a task_events message of their own.
+            adds = next((m for m in messages if m["op"] == "add_keys"), None)
+            if adds is not None:
+                adds["tasks"] = self.events
+            else:
+                messages.append({"op": "task_events", "events": self.events})
             self.events = []
         await self._write(comm, messages)
 
