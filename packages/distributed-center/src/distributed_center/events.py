@@ -10,8 +10,8 @@ or, for a peer transfer, ``['transfer', peer, nkeys, nbytes, start, stop]``
 (times are the worker's ``time.time()``). The center keeps:
 
 * the last ``task_events`` tasks (default 100,000; a :class:`TaskEvent` is a
-  tuple of about 350 bytes with its strings (80-character keys), so about
-  35 MB when full:
+  tuple of about 350 bytes with its strings (80-character keys; 480 bytes of
+  RSS in a real center), so 35-48 MB when full:
   measured in ``tests/test_events.py``);
 * the last ``cluster_events`` cluster events (worker joined, left, dropped,
   task errors with the key);

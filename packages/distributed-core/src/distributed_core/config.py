@@ -251,7 +251,7 @@ SCHEMA: dict[str, Setting] = {
             "dashboard.task_events",
             "int",
             100_000,
-            "Task-stream events the center keeps (a ring buffer; about 350 bytes each, 35 MB when full).",
+            "Task-stream events the center keeps (a ring buffer; about 350-480 bytes each, 35-48 MB when full).",
             minimum=1,
             min_closed=True,
         ),
