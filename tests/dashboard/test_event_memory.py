@@ -33,19 +33,16 @@ def batch(start, n=1000):
 async def send_tasks(center, first, count):
     """Task events on a report stream; returns once the center has read them all."""
     comm = await connect(center, name="test-worker-stream")
-    try:
-        await comm.write({"op": "register", "reply": False, "stream": True, "address": ADDRESS,
-                          "keys": [], "ncores": 1, "name": "fake", "nbytes": {}})  # fmt: skip
-        reply = await asyncio.wait_for(comm.read(), 10)
-        assert reply.get("task_events") == 1, reply
-        for start in range(first, first + count, 1000):
-            if start % 2000:
-                await comm.write({"op": "task_events", "events": batch(start)})
-            else:
-                await comm.write({"op": "add_keys", "keys": [], "tasks": batch(start)})
-        await comm.write({"op": "unregister"})  # read after every batch above
-    finally:
-        await asyncio.sleep(0)
+    await comm.write({"op": "register", "reply": False, "stream": True, "address": ADDRESS,
+                      "keys": [], "ncores": 1, "name": "fake", "nbytes": {}})  # fmt: skip
+    reply = await asyncio.wait_for(comm.read(), 10)
+    assert reply.get("task_events") == 1, reply
+    for start in range(first, first + count, 1000):
+        if start % 2000:
+            await comm.write({"op": "task_events", "events": batch(start)})
+        else:
+            await comm.write({"op": "add_keys", "keys": [], "tasks": batch(start)})
+    await comm.write({"op": "unregister"})  # read after every batch above
     deadline = time.monotonic() + 30
     while True:  # the center closes the stream once it read 'unregister'
         try:
