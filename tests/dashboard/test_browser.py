@@ -31,25 +31,32 @@ def wait(predicate, timeout, what):
         time.sleep(0.1)
 
 
-def table_addresses(driver):
-    from selenium.webdriver.common.by import By
+# The page re-renders every second: read it with one script each time, so that
+# no element found by one call is stale by the next.
 
-    return sorted(
-        row.get_attribute("data-address")
-        for row in driver.find_elements(By.CSS_SELECTOR, "#workers tbody tr")
-    )
+
+def js(driver, script):
+    return driver.execute_script(script)
+
+
+def table_addresses(driver):
+    return sorted(js(driver, "return [...document.querySelectorAll('#workers tbody tr')]"
+                             ".map((r) => r.dataset.address)"))  # fmt: skip
 
 
 def n_rects(driver):
-    from selenium.webdriver.common.by import By
+    return js(driver, "return document.querySelectorAll('#task-stream rect.task').length")
 
-    return len(driver.find_elements(By.CSS_SELECTOR, "#task-stream rect.task"))
+
+def text(driver, selector):
+    return js(driver, f"return document.querySelector({selector!r}).innerText")
 
 
 def total(driver, label):
     """The figure shown above `label` in the totals bar."""
-    for box in driver.find_elements("css selector", "#totals div"):
-        figure, _, name = box.text.partition("\n")
+    for box in js(driver, "return [...document.querySelectorAll('#totals div')]"
+                          ".map((d) => d.innerText)"):  # fmt: skip
+        figure, _, name = box.partition("\n")
         if name == label:
             return figure
     return None
@@ -64,8 +71,8 @@ def test_status_page_task_stream_and_worker_leaving(cluster, browser, artifacts)
     browser.get(url)
     expected = sorted(w.address for w in workers)
     wait(lambda: table_addresses(browser) == expected, 15, "both workers in the table")
-    text = browser.find_element("css selector", "#workers tbody").text
-    assert "w0" in text and "w1" in text
+    table = text(browser, "#workers tbody")
+    assert "w0" in table and "w1" in table
 
     with Executor(address) as ex:
         assert n_rects(browser) == 0
@@ -90,7 +97,7 @@ def test_status_page_task_stream_and_worker_leaving(cluster, browser, artifacts)
          HEARTBEAT_TIMEOUT + 5, "the killed worker leaving the table")  # fmt: skip
     left_after = time.monotonic() - killed
     print(f"killed worker left the page after {left_after:.1f}s")
-    events = browser.find_element("id", "events").text
+    events = text(browser, "#events")
     assert "worker-dropped" in events and victim.address in events
     browser.save_screenshot(str(artifacts / "dashboard-worker-left.png"))
 
@@ -106,7 +113,7 @@ def test_status_page_task_stream_and_worker_leaving(cluster, browser, artifacts)
               f"(heartbeat_timeout {HEARTBEAT_TIMEOUT}s)")  # fmt: skip
     finally:
         frozen.p.send_signal(signal.SIGCONT)
-    assert "nothing heard for 2s" in browser.find_element("id", "events").text
+    assert "nothing heard for 2s" in text(browser, "#events")
     assert console_errors(browser) == []
 
 
@@ -120,9 +127,9 @@ def test_page_with_a_secret_needs_the_token(cluster, browser, tmp_path, artifact
     browser.get(bare)
     assert "needs a token" in browser.page_source
     browser.get(url)  # the link dcenter printed
-    wait(lambda: "updated" in browser.find_element("id", "status").text, 10, "page polling")
+    wait(lambda: "updated" in text(browser, "#status"), 10, "page polling")
     browser.get(bare)  # now the cookie opens it
-    wait(lambda: "updated" in browser.find_element("id", "status").text, 10, "cookie works")
+    wait(lambda: "updated" in text(browser, "#status"), 10, "cookie works")
     browser.save_screenshot(str(artifacts / "dashboard-token.png"))
     errors = [e for e in console_errors(browser) if "403" not in e["message"]]
     assert errors == []
