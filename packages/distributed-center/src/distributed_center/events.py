@@ -51,6 +51,7 @@ def key_prefix(key: Any) -> str:
     """The name a key's colour comes from: ``'inc-3'`` -> ``'inc'``,
     ``('sum', 4)`` -> ``'sum'``, ``'x'`` -> ``'x'``.
 
+    >>> from distributed_center.events import key_prefix
     >>> key_prefix("inc-1f2e"), key_prefix(("sum", 4)), key_prefix(7)
     ('inc', 'sum', '7')
     """

@@ -84,6 +84,8 @@ def setup(level: str = "info", fmt: str = "text", stream=None) -> None:
 class RateLimitFilter(logging.Filter):
     """Let the same (logger, message template) through at most `burst` times per `period`.
 
+    >>> import logging
+    >>> from distributed_core.logs import RateLimitFilter
     >>> f = RateLimitFilter(period=60, burst=2, clock=lambda: 0.0)
     >>> rec = lambda: logging.LogRecord("x", logging.WARNING, "", 0, "lost worker %s", ("a",), None)
     >>> [f.filter(rec()) for _ in range(4)]

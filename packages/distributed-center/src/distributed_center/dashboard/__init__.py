@@ -43,6 +43,7 @@ SAMPLE_PERIOD = 1.0  # seconds between throughput samples and loop-lag probes
 def parse_dashboard_address(value, default_host: str) -> tuple[str, int, bool]:
     """``(host, port, explicit_port)`` from ``'host:port'``, ``':port'``, ``'port'``, ``''``.
 
+    >>> from distributed_center.dashboard import parse_dashboard_address
     >>> parse_dashboard_address("", "0.0.0.0")[0], parse_dashboard_address(":9000", "h")
     ('0.0.0.0', ('h', 9000, True))
     """
