@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent
 PACKAGES_DIR = ROOT / "packages"
 INTEGRATION_DIR = ROOT / "tests" / "integration"
 HOSTS_DIR = ROOT / "tests" / "hosts"
+DASHBOARD_DIR = ROOT / "tests" / "dashboard"
 CONSTRAINTS_DIR = ROOT / "constraints"
 
 # short name -> distribution name; the import name is the distribution name with "_".
@@ -76,7 +77,7 @@ RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with
 
 nox.options.sessions = [
     "lint", "deps", "tests", "integration", "hosts", "compat", "release", "tornado", "lowest",
-    "docs",
+    "docs", "dashboard",
 ]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
@@ -448,6 +449,27 @@ def hosts(session: nox.Session) -> None:
         session.skip(f"no test files (test_*.py) in {HOSTS_DIR.relative_to(ROOT)} yet")
     shorts = _install(session, list(PACKAGES))
     _pytest(session, [HOSTS_DIR], shorts)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def dashboard(session: nox.Session) -> None:
+    """The dashboard in headless Chromium, and center memory under 100,000 tasks (tests/dashboard).
+
+    Needs Debian's chromium and chromium-driver (.ci/run installs them as root; never a
+    browser from a CDN). Without them: skipped locally with one line saying why, an
+    error in CI (CI set), so CI cannot pass without running these tests.
+    Screenshots go to .nox/dashboard-artifacts.
+    """
+    missing = [tool for tool in ("chromium", "chromedriver") if shutil.which(tool) is None]
+    if missing:
+        reason = (f"{' and '.join(missing)} not found: apt-get install chromium "
+                  f"chromium-driver (as root; .ci/run does it)")  # fmt: skip
+        if os.environ.get("CI"):
+            session.error(f"dashboard browser tests cannot run in CI: {reason}")
+        session.skip(reason)
+    shorts = _install(session, list(PACKAGES), "selenium>=4.11")
+    session.env["DASHBOARD_ARTIFACTS"] = str(ROOT / ".nox" / "dashboard-artifacts")
+    _pytest(session, [DASHBOARD_DIR], shorts)
 
 
 @nox.session(python=DEFAULT_PYTHON)

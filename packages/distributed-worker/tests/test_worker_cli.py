@@ -134,3 +134,16 @@ def test_sigint_while_waiting_for_center_exits_cleanly(spawn_worker):
 def test_console_script_version():
     result = subprocess.run(["dworker", "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_log_format_json(spawn_center, spawn_worker):
+    import json
+
+    center = spawn_center()
+    worker = spawn_worker(center.address, "--log-format", "json", "--log-level", "info")
+    worker.signal(signal.SIGTERM)
+    worker.p.wait(20)
+    records = [json.loads(line) for line in worker.read_stderr().splitlines() if line.strip()]
+    assert records
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["logger"].startswith("distributed_worker") for r in records)

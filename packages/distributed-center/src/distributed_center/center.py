@@ -24,14 +24,15 @@ from distributed_core import (
     ConnectionPool,
     Failure,
     Server,
+    config,
     normalize_address,
     parse_address,
     rpc,
     unparse_address,
 )
-from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
+from .events import EventLog
 from .state import CenterState, check_workers
 
 __all__ = ["DEFAULT_PORT", "Center"]
@@ -41,7 +42,7 @@ logger = logging.getLogger("distributed_center")
 DEFAULT_PORT = 8787
 
 #: ops a worker may send on its report stream
-STREAM_OPS = ("add_keys", "remove_keys", "heartbeat", "unregister")
+STREAM_OPS = ("add_keys", "remove_keys", "heartbeat", "unregister", "task_events")
 
 #: what the center writes on every report stream each ``heartbeat_interval``
 #: (workers before issue 8 ignore it: they read and drop whatever the center sends)
@@ -60,20 +61,25 @@ class Center(Server):
         Seconds between heartbeats, both ways: workers are asked to send one
         this often (returned by ``register``), and the center writes
         ``{'op': 'heartbeat'}`` on every report stream this often, so a
-        worker notices a vanished center. Default
-        ``distributed_core.timeouts.DEFAULTS.heartbeat_interval`` (1 s).
+        worker notices a vanished center. Default:
+        ``timeouts.heartbeat_interval`` from :mod:`distributed_core.config` (1 s).
     heartbeat_timeout
         A worker from which nothing arrived for this many seconds is dropped,
         with its keys; so is one whose report stream does not take a
         heartbeat within this many seconds (a vanished host whose socket
         buffer filled up). Must be larger than ``heartbeat_interval``.
-        Default ``DEFAULTS.heartbeat_timeout`` (5 s).
+        Default: ``timeouts.heartbeat_timeout`` from the configuration (5 s).
     contact_address
         The address to advertise (``self.address``, printed by ``dcenter``)
         when it differs from the one listened on: NAT, containers, a relay.
         Default: the listening address, where ``0.0.0.0``/``::`` become the
         address of the interface holding the default route
         (:func:`distributed_core.default_ip`).
+    dashboard_address
+        Serve the dashboard (:mod:`distributed_center.dashboard`) here once
+        listening: ``'host:port'``, a port, or ``''`` for the configured
+        default (port 8788 on the center's host, or a free port when that
+        one is busy). None (the default): no dashboard.
     clock
         Monotonic clock for liveness (``time.monotonic``); tests pass a fake
         one and call :meth:`check_liveness` themselves.
@@ -96,13 +102,18 @@ class Center(Server):
         self,
         *,
         security=None,
-        heartbeat_interval: float = DEFAULTS.heartbeat_interval,
-        heartbeat_timeout: float = DEFAULTS.heartbeat_timeout,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
         contact_address: str | None = None,
+        dashboard_address: str | int | None = None,
         clock: Callable[[], float] = time.monotonic,
         name=None,
         limits=None,
     ):
+        if heartbeat_interval is None:
+            heartbeat_interval = config.get("timeouts.heartbeat_interval")
+        if heartbeat_timeout is None:
+            heartbeat_timeout = config.get("timeouts.heartbeat_timeout")
         if not heartbeat_interval > 0:
             raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval!r}")
         if not heartbeat_timeout > heartbeat_interval:
@@ -113,6 +124,14 @@ class Center(Server):
             )
         self.contact_address = None if contact_address is None else _normalize(contact_address)
         self.state = CenterState(clock=clock)
+        #: task stream, cluster events and counters, in bounded buffers
+        self.events = EventLog(
+            task_events=config.get("dashboard.task_events"),
+            cluster_events=config.get("dashboard.cluster_events"),
+        )
+        self.dashboard_address = dashboard_address
+        #: the running :class:`~distributed_center.dashboard.Dashboard`, or None
+        self.dashboard = None
         self.heartbeat_interval = float(heartbeat_interval)
         self.heartbeat_timeout = float(heartbeat_timeout)
         handlers = {
@@ -137,6 +156,7 @@ class Center(Server):
             "remove_keys": self._stream_remove_keys,
             "heartbeat": self._stream_heartbeat,
             "unregister": self._stream_unregister,
+            "task_events": self._stream_task_events,
         }
         # The center only handles metadata: it refuses pickled payloads even from
         # authenticated peers, so no peer can make it run code.
@@ -183,6 +203,15 @@ class Center(Server):
             self._finished = asyncio.Event()
         if self._liveness_task is None:
             self._liveness_task = asyncio.ensure_future(self._watch_liveness())
+        if self.dashboard_address is not None and self.dashboard is None:
+            from .dashboard import Dashboard
+
+            self.dashboard = Dashboard(self)
+            try:
+                await self.dashboard.listen(self.dashboard_address)
+            except BaseException:
+                self.dashboard = None
+                raise
 
     async def close(self):
         """Stop serving: drop the report streams, close connections."""
@@ -191,6 +220,8 @@ class Center(Server):
                 await self._finished.wait()
             return
         self._center_closing = True
+        if self.dashboard is not None:
+            await self.dashboard.close()
         if self._liveness_task is not None:
             self._liveness_task.cancel()
             try:
@@ -274,10 +305,17 @@ class Center(Server):
             " with a report stream" if stream else "",
         )
         self.worker_versions[address] = _hello_versions(comm)
+        if new:
+            self.events.add("worker-joined", address, f"worker {address} joined (ncores={ncores})")
         reply = {"status": "OK", "heartbeat_interval": self.heartbeat_interval}
         if not stream:
             return reply
         reply["center_heartbeats"] = self.heartbeat_interval
+        # Announces that this center takes ``task_events`` on the stream (added
+        # for issue 11); workers send them only to centers that say so, and only
+        # a center serving a dashboard asks for them (nobody else shows them).
+        if self.dashboard_address is not None:
+            reply["task_events"] = 1
         await self._serve_stream(comm, address, reply)
 
     def unregister(self, comm, address):
@@ -431,6 +469,9 @@ class Center(Server):
 
     def _stream_add_keys(self, address: str, msg: dict) -> None:
         self.state.add_keys(address, msg.get("keys", ()), nbytes=msg.get("nbytes"))
+        tasks = msg.get("tasks")  # task events riding on the batch (task_events announced)
+        if tasks:
+            self.events.add_task_events(address, tasks)
 
     def _stream_remove_keys(self, address: str, msg: dict) -> None:
         self.state.remove_keys(address, msg.get("keys", ()))
@@ -442,11 +483,18 @@ class Center(Server):
     def _stream_unregister(self, address: str, msg: dict) -> bool:
         return False
 
+    def _stream_task_events(self, address: str, msg: dict) -> None:
+        self.events.add_task_events(address, msg.get("events", ()))
+
     def _remove_worker(self, address: str, reason: str, close_stream: bool = True):
         known = address in self.state.workers_map
         lost = self.state.unregister(address)
         self.worker_versions.pop(address, None)
         if known:
+            kind = "worker-left" if reason == "it unregistered" else "worker-dropped"
+            self.events.add(
+                kind, address, f"worker {address} removed: {reason}", lost_keys=len(lost)
+            )
             logger.info(
                 "Removed worker %s (%s); %d keys now have no holder",
                 address,

@@ -10,6 +10,12 @@ of the interface that holds the default route (``127.0.0.1`` only on a
 machine with no other interface); ``--host ::`` listens on IPv6 and prints
 ``tcp://[v6]:PORT``; ``--contact-address`` prints and gives out another
 address than the one listened on (NAT, containers, a relay).
+
+``dcenter`` is a click group: without a subcommand it runs the center (so
+``dcenter --port 0`` works as always); ``dcenter status [ADDRESS]`` prints the
+workers table of a running center (:mod:`distributed_center.status`).
+Defaults of the options come from :mod:`distributed_core.config`
+(flag > ``DISTRIBUTED_*`` variable > config file > default).
 """
 
 from __future__ import annotations
@@ -21,24 +27,31 @@ import ipaddress
 import logging
 import shlex
 import signal
-import sys
 
 import click
 
 import distributed_core
 from distributed_core import (
     Security,
+    config,
     ensure_secret_file,
+    logs,
     normalize_address,
     parse_address,
     unparse_address,
 )
-from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
 from .center import DEFAULT_PORT, Center
+from .status import status
 
 __all__ = ["main"]
+
+
+def _cfg(key):
+    """Option default from distributed_core.config; a bad configuration is a usage error."""
+    return config.default(key, click.UsageError)
+
 
 logger = logging.getLogger("distributed_center")
 
@@ -47,18 +60,21 @@ class StartupError(Exception):
     """The center could not start; the message is shown to the user as is."""
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--host",
-    default=None,
+    default=_cfg("center.host"),
     help="Interface to listen on (name or IP; '::' for all IPv6 interfaces). "
     "[default: all IPv4 interfaces, advertising the address of the interface "
     "that holds the default route]",
 )
 @click.option(
     "--port",
-    default=DEFAULT_PORT,
-    show_default=True,
+    default=_cfg("center.port"),
+    show_default="8787, config center.port",
     type=click.IntRange(0, 65535),
     help="Port to listen on (0 picks a free one).",
 )
@@ -70,34 +86,69 @@ class StartupError(Exception):
 )
 @click.option(
     "--heartbeat-interval",
-    default=DEFAULTS.heartbeat_interval,
-    show_default=True,
+    default=_cfg("timeouts.heartbeat_interval"),
+    show_default="1.0, config timeouts.heartbeat_interval",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds between heartbeats, both ways on each worker's report stream.",
 )
 @click.option(
     "--heartbeat-timeout",
-    default=DEFAULTS.heartbeat_timeout,
-    show_default=True,
+    default=_cfg("timeouts.heartbeat_timeout"),
+    show_default="5.0, config timeouts.heartbeat_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Drop a worker (and its keys) after this many silent seconds.",
 )
-@click.option("--secret-file", default=None, help="File holding the cluster's shared secret.")
-@click.option("--tls-cert", default=None, help="PEM certificate; enables tls://.")
-@click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
-@click.option("--tls-ca-file", default=None, help="PEM CA file to verify peers with.")
+@click.option(
+    "--secret-file",
+    default=_cfg("security.secret_file"),
+    help="File holding the cluster's shared secret.",
+)
+@click.option(
+    "--tls-cert",
+    default=_cfg("security.tls_cert"),
+    help="PEM certificate; enables tls://.",
+)
+@click.option("--tls-key", default=_cfg("security.tls_key"), help="PEM private key of --tls-cert.")
+@click.option(
+    "--tls-ca-file",
+    default=_cfg("security.tls_ca_file"),
+    help="PEM CA file to verify peers with.",
+)
 @click.option(
     "--require-client-cert",
     is_flag=True,
-    default=False,
+    default=_cfg("security.require_client_cert"),
     help="Refuse TLS peers without a certificate signed by --tls-ca-file.",
 )
 @click.option(
     "--insecure",
     is_flag=True,
-    default=False,
+    default=_cfg("security.insecure"),
     help="Accept peers without any secret or certificate (anyone who can reach the port "
     "can run code on the cluster). Without it, the default secret file is used.",
+)
+@click.option(
+    "--dashboard-address",
+    default="",
+    help="Where the dashboard listens: HOST:PORT, :PORT or PORT [default: port 8788 "
+    "(config dashboard.port) on the center's host; a free port when that one is busy].",
+)
+@click.option(
+    "--dashboard/--no-dashboard",
+    default=_cfg("dashboard.enabled"),
+    help="Serve the dashboard (status page, JSON API, /metrics, /health) [default: on].",
+)
+@click.option(
+    "--log-level",
+    default=_cfg("logging.level"),
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    help="Log level [default: info, config logging.level].",
+)
+@click.option(
+    "--log-format",
+    default=_cfg("logging.format"),
+    type=click.Choice(logs.FORMATS),
+    help="Log lines as text or as one JSON object per line [default: text].",
 )
 @click.version_option(
     __version__,
@@ -119,13 +170,15 @@ def main(
     tls_ca_file,
     require_client_cert,
     insecure,
+    dashboard_address,
+    dashboard,
+    log_level,
+    log_format,
 ):
-    """Run the Center of a distributed cluster."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    """Run the Center of a distributed cluster (or a subcommand: dcenter status)."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    logs.setup(log_level or "info", log_format)
     if heartbeat_timeout <= heartbeat_interval:
         raise click.UsageError(
             f"--heartbeat-timeout ({heartbeat_timeout:g}) must be larger than "
@@ -141,9 +194,13 @@ def main(
     explicit = (secret_file, tls_cert, tls_ca_file, require_client_cert)
     if insecure and any(explicit):
         raise click.UsageError("--insecure cannot be combined with --secret-file or TLS options")
+    # only the built-in default port is a preference (a busy one is replaced);
+    # a port given on the command line or in the configuration is a requirement
     port_is_default = (
         click.get_current_context().get_parameter_source("port")
         == click.core.ParameterSource.DEFAULT
+        and port == DEFAULT_PORT
+        and not config.load().is_set("center.port")
     )
     try:
         if insecure:
@@ -158,6 +215,7 @@ def main(
         asyncio.run(
             _run(
                 address, security, heartbeat_interval, heartbeat_timeout, contact_address,
+                dashboard_address if dashboard else None,
                 secret_note=secret_note, port_is_default=port_is_default,
             )
         )  # fmt: skip
@@ -254,6 +312,7 @@ async def _run(
     heartbeat_interval,
     heartbeat_timeout,
     contact_address=None,
+    dashboard_address=None,
     *,
     secret_note=None,
     port_is_default=False,
@@ -263,6 +322,7 @@ async def _run(
         heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         contact_address=contact_address,
+        dashboard_address=dashboard_address,
     )
     try:
         try:
@@ -284,6 +344,8 @@ async def _run(
         raise StartupError(_listen_error(address, e)) from None
 
     print(f"Start center at {center.address}", flush=True)
+    if center.dashboard is not None:
+        print(f"Dashboard at {center.dashboard.url}", flush=True)
     if secret_note is not None:
         print("\n".join(join_instructions(center.address, *secret_note)), flush=True)
 
@@ -305,6 +367,9 @@ async def _run(
     if stop.is_set():
         logger.info("Received signal, shutting down")
     await center.close()
+
+
+main.add_command(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from distributed_core.timeouts import DEFAULTS
+from distributed_core import config
 
 from ._session import Session, resolve_center
 from ._sync import get_runner, on_exit
@@ -43,13 +43,13 @@ class ClientBase:
     timeout
         seconds to connect to the center (``connect_timeout``).
     center_timeout
-        seconds any call that needs the center waits for it (default
-        ``DEFAULTS.center_timeout``, 10), then
+        seconds any call that needs the center waits for it (default: the
+        configured ``timeouts.center_timeout``, 10), then
         :class:`~distributed_client.CenterTimeoutError`. Calls that do not
         need the center (gathering results) keep working meanwhile.
     no_workers_timeout
-        seconds a task waits while the cluster has no live worker (default
-        ``DEFAULTS.no_workers_timeout``, 30), then
+        seconds a task waits while the cluster has no live worker (default:
+        the configured ``timeouts.no_workers_timeout``, 30), then
         :class:`~distributed_client.NoWorkersError`.
     allowed_failures
         deaths of workers running a task before it raises
@@ -66,15 +66,22 @@ class ClientBase:
         *,
         security=None,
         asynchronous: bool = False,
-        timeout: float = DEFAULTS.connect_timeout,
+        timeout: float | None = None,
         name: str | None = None,
-        allowed_failures: int = DEFAULTS.allowed_failures,
+        allowed_failures: int | None = None,
         center_timeout: float | None = None,
         no_workers_timeout: float | None = None,
     ):
+        # None: the configured defaults (distributed_core.config; 5 s and 3)
+        if timeout is None:
+            timeout = config.get("timeouts.connect_timeout")
+        if allowed_failures is None:
+            allowed_failures = config.get("timeouts.allowed_failures")
         self.center, bounds = resolve_center(
             center, center_timeout=center_timeout, no_workers_timeout=no_workers_timeout
         )
+        for bound in ("center_timeout", "no_workers_timeout"):
+            bounds.setdefault(bound, config.get(f"timeouts.{bound}"))
         self.security = security
         self.asynchronous = asynchronous
         self._timeout = timeout

@@ -31,6 +31,7 @@ from distributed_core import (
     normalize_address,
     rpc,
 )
+from distributed_core.logs import RateLimitFilter
 from distributed_core.timeouts import DEFAULTS
 
 from ._data import DataMixin, WorkerUnreachable, as_exception
@@ -41,6 +42,11 @@ from .errors import CenterTimeoutError, NotACenterError, NoWorkersError
 __all__ = ["Session", "as_exception", "resolve_center"]
 
 logger = logging.getLogger("distributed_client")
+# Repeated warnings ("lost worker ...", one per worker when many die) are
+# rate-limited per message template: at most 3 per 10 s, then one line saying
+# how many were suppressed (distributed_core.logs.RateLimitFilter).
+if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+    logger.addFilter(RateLimitFilter(period=10.0, burst=3))
 
 
 def resolve_center(center, **bounds) -> tuple[str, dict]:

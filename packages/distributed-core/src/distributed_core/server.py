@@ -85,7 +85,8 @@ class Server:
     name
         shown in logs and in ``identity``.
     limits
-        :class:`Limits` on what one message may make us allocate.
+        :class:`Limits` on what one message may make us allocate (default:
+        ``Limits()`` with the ``limits.*`` values of :mod:`distributed_core.config`).
     handshake_timeout
         seconds a new connection has to complete its hello.
     allow_pickle
@@ -129,7 +130,7 @@ class Server:
         # file, read at each connection (Security.default)
         self.security = security
         self.name = name
-        self.limits = limits or Limits()
+        self.limits = limits or _configured_limits()
         self.handshake_timeout = handshake_timeout
         self.allow_pickle = allow_pickle
         self.timeouts = timeouts or DEFAULTS
@@ -422,3 +423,14 @@ def _bind(host: str, port: int) -> socket.socket:
             ) from None
         raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
     return sock
+
+
+def _configured_limits() -> Limits:
+    """``Limits()`` with the ``limits.*`` configuration values (distributed_core.config)."""
+    from . import config
+
+    changes = {"max_frames": config.get("limits.max_frames")}
+    max_bytes = config.get("limits.max_message_bytes")
+    if max_bytes is not None:
+        changes["max_message_bytes"] = changes["max_frame_bytes"] = max_bytes
+    return Limits(**changes)

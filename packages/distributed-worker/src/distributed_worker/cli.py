@@ -31,18 +31,25 @@ from distributed_core import (
     CommClosedError,
     HandshakeError,
     Security,
+    config,
     default_secret_file,
+    logs,
     normalize_address,
     parse_address,
     unparse_address,
 )
-from distributed_core.timeouts import DEFAULTS
 
 from . import _identity
 from .stream import NotACenterError, RegistrationError
 from .worker import Worker
 
 __all__ = ["main"]
+
+
+def _cfg(key):
+    """Option default from distributed_core.config; a bad configuration is a usage error."""
+    return config.default(key, click.UsageError)
+
 
 logger = logging.getLogger("distributed_worker.cli")
 
@@ -68,14 +75,14 @@ class StartupError(Exception):
 )
 @click.option(
     "--port",
-    default=0,
-    show_default=True,
+    default=_cfg("worker.port"),
+    show_default="0, config worker.port",
     type=click.IntRange(0, 65535),
     help="Port to listen on (0: any free port).",
 )
 @click.option(
     "--ncores",
-    default=None,
+    default=_cfg("worker.ncores"),
     type=click.IntRange(min=1),
     help="Threads running computations [default: number of CPUs].",
 )
@@ -88,42 +95,56 @@ class StartupError(Exception):
 )
 @click.option(
     "--heartbeat-timeout",
-    default=DEFAULTS.heartbeat_timeout,
-    show_default=True,
+    default=_cfg("timeouts.heartbeat_timeout"),
+    show_default="5.0, config timeouts.heartbeat_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Treat the center as gone after this many seconds without a word from it "
     "(only with a center that sends heartbeats); the worker keeps its data and reconnects.",
 )
 @click.option(
     "--connect-timeout",
-    default=DEFAULTS.connect_timeout,
-    show_default=True,
+    default=_cfg("timeouts.connect_timeout"),
+    show_default="5.0, config timeouts.connect_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds one attempt to reach and register with the center may take "
     "(at start-up and when reconnecting).",
 )
 @click.option(
     "--fetch-timeout",
-    default=DEFAULTS.fetch_timeout,
-    show_default=True,
+    default=_cfg("timeouts.fetch_timeout"),
+    show_default="10.0, config timeouts.fetch_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds a peer may take to answer a fetch before other holders "
     "(then the center) are asked.",
 )
-@click.option("--secret-file", default=None, help="File holding the cluster's shared secret.")
-@click.option("--tls-cert", default=None, help="PEM certificate for TLS.")
-@click.option("--tls-key", default=None, help="PEM private key for TLS.")
-@click.option("--tls-ca-file", default=None, help="PEM file of the CA that signs peers.")
+@click.option(
+    "--secret-file",
+    default=_cfg("security.secret_file"),
+    help="File holding the cluster's shared secret.",
+)
+@click.option("--tls-cert", default=_cfg("security.tls_cert"), help="PEM certificate for TLS.")
+@click.option("--tls-key", default=_cfg("security.tls_key"), help="PEM private key for TLS.")
+@click.option(
+    "--tls-ca-file",
+    default=_cfg("security.tls_ca_file"),
+    help="PEM file of the CA that signs peers.",
+)
 @click.option(
     "--log-level",
-    default="warning",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default=_cfg("logging.level"),
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    help="Log level [default: warning, config logging.level].",
+)
+@click.option(
+    "--log-format",
+    default=_cfg("logging.format"),
+    type=click.Choice(logs.FORMATS),
+    help="Log lines as text or as one JSON object per line [default: text].",
 )
 @click.option(
     "--insecure",
     is_flag=True,
-    default=False,
+    default=_cfg("security.insecure"),
     help="Use no secret (for a center started with --insecure); anyone who can reach "
     "this worker's port can run code on it.",
 )
@@ -138,17 +159,13 @@ class StartupError(Exception):
 def main(
     center_address, host, contact_address, port, ncores, name, heartbeat_interval,
     heartbeat_timeout, connect_timeout, fetch_timeout, secret_file, tls_cert, tls_key, tls_ca_file, log_level,
-    insecure,
+    log_format, insecure,
 ):  # fmt: skip
     """Start a worker that registers with the center at CENTER_ADDRESS."""
     problem = _identity.problem()
     if problem:
         _fail(problem)
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(log_level or "warning", log_format)
     try:
         center = normalize_address(center_address)
         if contact_address is not None:

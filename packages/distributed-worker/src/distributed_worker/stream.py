@@ -45,6 +45,10 @@ logger = logging.getLogger("distributed_worker.stream")
 #: errors that mean "the Center could not be reached or went away"
 CONNECTION_ERRORS = (CommClosedError, ProtocolError, OSError, asyncio.TimeoutError)
 
+#: task events kept while the Center does not take them fast enough; older ones are kept,
+#: newer ones dropped (and counted in ``events_dropped``)
+MAX_PENDING_EVENTS = 10_000
+
 
 class RegistrationError(ConnectionError):
     """The Center answered our registration with something other than OK,
@@ -146,6 +150,11 @@ class CenterStream:
         self.connect_timeout = connect_timeout
         self.backoff = backoff
         self.registrations = 0  # successful registrations so far
+        #: whether the Center takes ``task_events`` (its register reply says so)
+        self.task_events = False
+        #: task and transfer events not yet sent, at most MAX_PENDING_EVENTS
+        self.events: list = []
+        self.events_dropped = 0
         self.comm = None  # the registered stream, or None while reconnecting
         self._write_lock = asyncio.Lock()
         self._pending = asyncio.Event()  # something is in the batch
@@ -209,6 +218,17 @@ class CenterStream:
         self.batch.remove(keys)
         self._wake()
 
+    def task_done(self, event: list) -> None:
+        """Queue one task event (``[key, start, stop, thread, status, nbytes]``) or
+        transfer event (``['transfer', peer, nkeys, nbytes, start, stop]``) for the
+        Center's dashboard; sent with the next batch. Dropped when more than
+        ``MAX_PENDING_EVENTS`` are waiting (a Center that does not keep up)."""
+        if len(self.events) < MAX_PENDING_EVENTS:
+            self.events.append(event)
+        else:
+            self.events_dropped += 1
+        self._pending.set()
+
     def _wake(self) -> None:
         if len(self.batch):
             self._pending.set()
@@ -224,9 +244,18 @@ class CenterStream:
         self._pending.clear()
         self._full.clear()
         comm = self.comm
-        if comm is None or not len(self.batch):
+        if comm is None or not (len(self.batch) or self.events):
             return
         messages = self.batch.take()
+        if self.events:
+            # Ride on the add_keys message when there is one (one message less for
+            # both sides per batch); otherwise a task_events message of their own.
+            adds = next((m for m in messages if m["op"] == "add_keys"), None)
+            if adds is not None:
+                adds["tasks"] = self.events
+            else:
+                messages.append({"op": "task_events", "events": self.events})
+            self.events = []
         await self._write(comm, messages)
 
     async def wait_registered(self, after: int, timeout: float | None = None) -> None:
@@ -316,6 +345,9 @@ class CenterStream:
     def _registered_with(self, comm, response: dict, keys: list) -> None:
         self._set_heartbeat_interval(response.get("heartbeat_interval"))
         self.silence_timeout = silence_timeout(response, self.heartbeat_timeout)
+        self.task_events = bool(response.get("task_events"))
+        if not self.task_events:
+            self.events = []
         self.comm = comm
         self.registrations += 1
         self._registered.set()

@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,6 +38,7 @@ from distributed_core import (
     ConnectionPool,
     Failure,
     Server,
+    config,
     dumps,
     normalize_address,
     parse_address,
@@ -48,7 +50,7 @@ from distributed_core.timeouts import DEFAULTS
 from ._version import __version__
 from .ahead import LocalArrivals
 from .fetch import FetchTimeoutError, fetch_from_peers
-from .store import DataStore, check_key, check_keys
+from .store import DataStore, check_key, check_keys, sizeof
 from .stream import CenterStream
 from .substitute import substitute
 
@@ -96,7 +98,7 @@ class Worker(Server):
     connect_timeout
         how long one attempt to reach and register with the Center may take
         (at start-up, and each reconnection attempt). Default
-        ``DEFAULTS.connect_timeout`` (5 s); also
+        ``timeouts.connect_timeout`` of :mod:`distributed_core.config` (5 s); also
         the bound on each ``who_has`` call to the Center during a fetch
         (connecting included) and on `update_data`'s wait for the Center's
         acknowledgement.
@@ -108,7 +110,7 @@ class Worker(Server):
         fails after it too).
     fetch_timeout
         seconds a holder may take to answer ``get_data`` (default
-        ``distributed_core.Timeouts().fetch_timeout``, 10 s); after it the
+        ``timeouts.fetch_timeout`` of the configuration, 10 s); after it the
         holder counts as failed for that fetch and other holders, then the
         Center, are asked (issue 8: a holder whose host vanished sends
         nothing). A key nobody can provide makes `compute` reply
@@ -132,9 +134,9 @@ class Worker(Server):
         heartbeat_interval: float | None = None,
         heartbeat_timeout: float | None = DEFAULTS.heartbeat_timeout,
         contact_address: str | None = None,
-        connect_timeout: float = DEFAULTS.connect_timeout,
+        connect_timeout: float | None = None,
         peer_connect_timeout: float = 3.0,
-        fetch_timeout: float = DEFAULTS.fetch_timeout,
+        fetch_timeout: float | None = None,
         batch_interval: float = 0.005,
         batch_size: int = 1000,
         limits=None,
@@ -149,6 +151,10 @@ class Worker(Server):
             "terminate": self.terminate,
         }
         super().__init__(handlers, security=security, name=name, limits=limits)
+        if connect_timeout is None:
+            connect_timeout = config.get("timeouts.connect_timeout")
+        if fetch_timeout is None:
+            fetch_timeout = config.get("timeouts.fetch_timeout")
         self.center = normalize_address(center)
         if ncores is not None and (not isinstance(ncores, int) or ncores < 1):
             raise ValueError(f"ncores must be a positive integer, got {ncores!r}")
@@ -190,6 +196,7 @@ class Worker(Server):
         self.fetch_timeout = fetch_timeout
         self._fetching: dict = {}  # key -> future of a fetch in progress
         self.arrivals = LocalArrivals()  # wake-ups for computes sent ahead (ahead.py)
+        self._executing = 0  # computations running in the thread pool
         self._process = psutil.Process()
         self._closed = asyncio.Event()
         self._close_task: asyncio.Task | None = None
@@ -384,20 +391,33 @@ class Worker(Server):
         value = failed  # an input errored: so does this result
         duration = 0.0
         if failed is None:
-            value, duration = await asyncio.get_running_loop().run_in_executor(
-                self.executor,
-                _run,
-                function,
-                substitute(args, inputs),
-                substitute(kwargs, inputs),
-                key,
-            )
+            self._executing += 1
+            try:
+                (
+                    value,
+                    duration,
+                    start,
+                    stop,
+                    thread,
+                ) = await asyncio.get_running_loop().run_in_executor(
+                    self.executor,
+                    _timed_run,
+                    function,
+                    substitute(args, inputs),
+                    substitute(kwargs, inputs),
+                    key,
+                )
+            finally:
+                self._executing -= 1
         if self._closing:
             raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
         nbytes = self.store.put(key, value)
         self.arrivals.stored(key)
         if report:
             self.stream.add({key: nbytes})
+        if failed is None and self.stream.task_events:
+            status = "error" if isinstance(value, Failure) else "OK"
+            self.stream.task_done([key, start, stop, thread, status, nbytes])
         if isinstance(value, Failure):
             return {"status": "error", "key": key, "exception": value, "duration": duration}
         reply = {"status": "OK", "key": key, "nbytes": nbytes, "type": _type_name(value)}
@@ -557,12 +577,16 @@ class Worker(Server):
         large transfer that keeps flowing is never cut.
         """
         peer = rpc(address, pool=self.pool, idle_timeout=self.fetch_timeout)
+        start = time.time()
         try:
             result = await peer.get_data(keys=keys, allow_missing=True)
         except (asyncio.TimeoutError, TimeoutError) as e:
             raise FetchTimeoutError(address, keys, self.fetch_timeout) from e
         if not isinstance(result, dict):
             raise TypeError(f"get_data from {address} returned {type(result).__name__}")
+        if self.stream.task_events:
+            nbytes = sum(sizeof(v) for v in result.values())
+            self.stream.task_done(["transfer", address, len(result), nbytes, start, time.time()])
         return result
 
     async def _confirm(self, nbytes: dict) -> None:
@@ -627,12 +651,21 @@ class Worker(Server):
             "nkeys": len(self.store),
             "nbytes": self.store.total_nbytes,
             "memory": self._memory(),
+            "executing": self._executing,
         }
 
 
 def _resolve(fut: asyncio.Future, value) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+def _timed_run(function, args, kwargs, key):
+    """`_run` with its start and stop time (``time.time()``, for the task stream)
+    and the thread's name: ``(value, duration, start, stop, thread)``."""
+    start = time.time()
+    value, duration = _run(function, args, kwargs, key)
+    return value, duration, start, time.time(), threading.current_thread().name
 
 
 def _run(function, args, kwargs, key):
