@@ -24,6 +24,7 @@ import click
 
 import distributed_core
 from distributed_core import Security, normalize_address, unparse_address
+from distributed_core.lifeline import watch_parent
 from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
@@ -124,6 +125,7 @@ def main(
     try:
         security = _security(secret_file, tls_cert, tls_key, tls_ca_file, require_client_cert)
         address = _listen_address(host, port, tls=tls_cert is not None)
+        watch_parent()  # exit when a parent that gave us a lifeline (LocalCluster) dies
         asyncio.run(_run(address, security, heartbeat_interval, heartbeat_timeout, contact_address))
     except StartupError as e:
         raise click.ClickException(str(e)) from None

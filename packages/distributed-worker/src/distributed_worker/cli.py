@@ -19,6 +19,7 @@ import signal
 import sys
 
 import click
+from click.core import ParameterSource
 
 import distributed_core
 from distributed_core import (
@@ -29,9 +30,12 @@ from distributed_core import (
     parse_address,
     unparse_address,
 )
+from distributed_core.lifeline import watch_parent
 from distributed_core.timeouts import DEFAULTS
 
 from ._version import __version__
+from .memory import DEFAULT_FRACTIONS, parse_fraction, parse_memory_limit
+from .nanny import DEATH_EXIT_STATUS
 from .stream import NotACenterError, RegistrationError
 from .worker import Worker
 
@@ -103,6 +107,65 @@ class StartupError(Exception):
     help="Seconds a peer may take to answer a fetch before other holders "
     "(then the center) are asked.",
 )
+@click.option(
+    "--memory-limit",
+    default="0",
+    show_default=True,
+    help="Memory this worker may use: bytes with a unit (4GiB, 500MB), a fraction of the "
+    "machine (0.5), 'auto' (the machine's or the cgroup's memory divided among --nworkers), "
+    "or 0 for no limit. Beyond its fractions values spill to disk, the worker pauses, the "
+    "nanny restarts it.",
+)
+@click.option(
+    "--memory-target-fraction",
+    default=str(DEFAULT_FRACTIONS["target"]),
+    show_default=True,
+    help="Managed memory above this fraction of the limit moves to disk (False: never).",
+)
+@click.option(
+    "--memory-spill-fraction",
+    default=str(DEFAULT_FRACTIONS["spill"]),
+    show_default=True,
+    help="Process memory above this fraction moves values to disk (False: never).",
+)
+@click.option(
+    "--memory-pause-fraction",
+    default=str(DEFAULT_FRACTIONS["pause"]),
+    show_default=True,
+    help="Process memory above this fraction pauses the worker (False: never).",
+)
+@click.option(
+    "--memory-terminate-fraction",
+    default=str(DEFAULT_FRACTIONS["terminate"]),
+    show_default=True,
+    help="Process memory above this fraction makes the nanny restart the worker (False: never).",
+)
+@click.option(
+    "--local-directory",
+    default=None,
+    help="Directory for spilled values (a temporary directory inside it, removed on exit) "
+    "[default: the system's temporary directory].",
+)
+@click.option(
+    "--nanny/--no-nanny",
+    default=True,
+    show_default=True,
+    help="Run the worker in a child process that is restarted when it dies.",
+)
+@click.option(
+    "--nworkers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Workers to start, each under the nanny.",
+)
+@click.option(
+    "--death-timeout",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Exit (status 3) when the center has been unreachable this many seconds "
+    "[default: keep reconnecting].",
+)
 @click.option("--secret-file", default=None, help="File holding the cluster's shared secret.")
 @click.option("--tls-cert", default=None, help="PEM certificate for TLS.")
 @click.option("--tls-key", default=None, help="PEM private key for TLS.")
@@ -125,6 +188,7 @@ class StartupError(Exception):
 def main(
     center_address, host, contact_address, port, ncores, name, heartbeat_interval,
     heartbeat_timeout, connect_timeout, fetch_timeout, secret_file, tls_cert, tls_key, tls_ca_file, log_level,
+    **memory_options,
 ):  # fmt: skip
     """Start a worker that registers with the center at CENTER_ADDRESS."""
     logging.basicConfig(
@@ -142,6 +206,11 @@ def main(
         security = Security.from_files(secret_file, tls_cert, tls_key, tls_ca_file)
     except (TypeError, ValueError, OSError) as e:
         _fail(str(e))
+    memory = _memory_options(memory_options, port)
+    if memory.pop("nanny"):
+        sys.exit(_run_nanny(memory, name))
+    memory.pop("nworkers")
+    watch_parent()  # exit when a parent that gave us a lifeline dies
     try:
         asyncio.run(
             _run(
@@ -156,10 +225,78 @@ def main(
                 connect_timeout=connect_timeout,
                 fetch_timeout=fetch_timeout,
                 security=security,
+                **memory,
             )
         )
     except StartupError as e:
         _fail(str(e))
+    except _Death:
+        sys.exit(DEATH_EXIT_STATUS)
+
+
+class _Death(Exception):
+    """The worker closed because its center was gone longer than death_timeout."""
+
+
+def _memory_options(options: dict, port: int) -> dict:
+    """Check the memory and nanny options; one ``dworker: error:`` line if bad."""
+    try:
+        nworkers = options["nworkers"]
+        if not options["nanny"] and nworkers > 1:
+            raise ValueError("--nworkers needs the nanny: drop --no-nanny")
+        if nworkers > 1 and port:
+            raise ValueError(f"--port {port} cannot be shared by --nworkers {nworkers}: use 0")
+        limit = parse_memory_limit(options["memory_limit"], nprocs=nworkers)
+        result = {"memory_limit": limit}
+        for name in ("target", "spill", "pause", "terminate"):
+            key = f"memory_{name}_fraction"
+            result[key] = parse_fraction(name, options[key])
+    except ValueError as e:
+        _fail(str(e).replace("memory limit ", "--memory-limit ", 1))
+    return {
+        **result,
+        "local_directory": options["local_directory"],
+        "death_timeout": options["death_timeout"],
+        "nanny": options["nanny"],
+        "nworkers": nworkers,
+    }
+
+
+#: options the nanny handles itself rather than passing to its workers
+_NANNY_ONLY = {"nanny", "nworkers", "memory_limit", "name"}
+
+
+def _run_nanny(memory: dict, name) -> int:
+    """Run the worker(s) under a `Nanny` with the options given on our command line."""
+    from .nanny import Nanny  # stdlib, psutil and the lifeline only
+
+    ctx = click.get_current_context()
+    args = [ctx.params["center_address"]]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in _NANNY_ONLY:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            if value:
+                args.append(param.opts[0])
+            elif param.secondary_opts:
+                args.append(param.secondary_opts[0])
+            continue
+        for v in value if param.multiple else [value]:
+            args += [param.opts[0], str(v)]
+    if memory["memory_limit"] is not None:
+        args += ["--memory-limit", str(memory["memory_limit"])]
+    nanny = Nanny(
+        args,
+        nworkers=memory["nworkers"],
+        memory_limit=memory["memory_limit"],
+        terminate_fraction=memory["memory_terminate_fraction"],
+        name=name,
+    )
+    return nanny.run()
 
 
 def _fail(message: str) -> None:
@@ -221,6 +358,8 @@ async def _run(center, *, host, port, connect_timeout, security, **kwargs) -> No
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+    if worker.death is not None:
+        raise _Death(worker.death)
 
 
 def _listen_error(address: str, e: Exception) -> str:
