@@ -263,7 +263,7 @@ def _memory_options(options: dict, port: int) -> dict:
 
 
 #: options the nanny handles itself rather than passing to its workers
-_NANNY_ONLY = {"nanny", "nworkers", "memory_limit", "name"}
+_NANNY_ONLY = {"nanny", "nworkers", "memory_limit", "name", "local_directory"}
 
 
 def _run_nanny(memory: dict, name) -> int:
@@ -295,6 +295,7 @@ def _run_nanny(memory: dict, name) -> int:
         memory_limit=memory["memory_limit"],
         terminate_fraction=memory["memory_terminate_fraction"],
         name=name,
+        local_directory=memory["local_directory"],
     )
     return nanny.run()
 

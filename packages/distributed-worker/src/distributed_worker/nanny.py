@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -98,6 +100,7 @@ class Nanny:
         interval: float = 0.1,
         name: str | None = None,
         env: dict | None = None,
+        local_directory: str | None = None,
     ):
         if nworkers < 1:
             raise ValueError(f"nworkers must be >= 1, got {nworkers}")
@@ -113,6 +116,11 @@ class Nanny:
         # buffers freed after spilling go back to the OS (as dask's nanny does)
         self.env.setdefault("MALLOC_TRIM_THRESHOLD_", "65536")
         self.slots = [_Slot(i) for i in range(nworkers)]
+        # each worker spills into a directory of ours, emptied when it dies
+        # (a killed worker cannot remove its own) and removed when we stop
+        if local_directory is not None:
+            os.makedirs(local_directory, exist_ok=True)
+        self.directory = tempfile.mkdtemp(prefix="dworker-nanny-", dir=local_directory)
         self.lifeline = Lifeline()
         self._stop = threading.Event()
         self.status: int | None = None  # the nanny's exit status, once decided
@@ -147,10 +155,15 @@ class Nanny:
         finally:
             self._stop_all()
             self.lifeline.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
         return self.status or 0
+
+    def _slot_directory(self, slot: _Slot) -> str:
+        return os.path.join(self.directory, f"worker-{slot.index}")
 
     def _args(self, slot: _Slot) -> list[str]:
         args = [sys.executable, "-m", "distributed_worker", *self.worker_args, "--no-nanny"]
+        args += ["--local-directory", self._slot_directory(slot)]
         if self.name is not None:
             name = self.name if self.nworkers == 1 else f"{self.name}-{slot.index}"
             args += ["--name", name]
@@ -158,6 +171,9 @@ class Nanny:
 
     def _spawn(self, slot: _Slot) -> None:
         slot.registered = False
+        directory = self._slot_directory(slot)
+        shutil.rmtree(directory, ignore_errors=True)  # what a dead worker left
+        os.makedirs(directory)
         slot.proc = subprocess.Popen(
             self._args(slot),
             stdin=subprocess.DEVNULL,

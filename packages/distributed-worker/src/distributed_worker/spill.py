@@ -195,6 +195,11 @@ class SpillBuffer(MutableMapping):
                 self._pin(e)
         return 0
 
+    def set_target(self, target: float) -> None:
+        """Change the bytes kept in memory; moves values to disk if now above it."""
+        self.buffer.n = target
+        self.evict_until_below_target()
+
     def evict_until_below_target(self) -> None:
         while self.buffer.fast.total_weight > self.buffer.n and self.evict():
             pass

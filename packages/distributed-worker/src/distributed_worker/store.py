@@ -158,6 +158,11 @@ class DataStore:
         """Move the least recently used value in memory to disk; its size (0: none)."""
         return self.spill.evict() if self.spill is not None else 0
 
+    def set_target(self, target: float) -> None:
+        """Keep at most `target` bytes of values in memory from now on."""
+        if self.spill is not None:
+            self.spill.set_target(target)
+
     def close(self) -> None:
         """Drop everything; remove the spill directory."""
         if self.spill is not None:

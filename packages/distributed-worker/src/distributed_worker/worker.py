@@ -447,6 +447,7 @@ class Worker(Server):
         if self._closing:
             raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
         nbytes = self.store.put(key, value)
+        self._after_store(nbytes)
         if report:
             self.stream.add({key: nbytes})
         if isinstance(value, Failure):
@@ -474,6 +475,7 @@ class Worker(Server):
                 f"later or send the data to another worker"
             )
         nbytes = self.store.update(data)
+        self._after_store(sum(nbytes.values()))
         if report and nbytes:
             await self._confirm(nbytes)
         return {"keys": list(nbytes), "nbytes": nbytes}
@@ -703,6 +705,16 @@ class Worker(Server):
                 logger.exception("memory monitor failed")
             await asyncio.sleep(self.memory_monitor_interval)
 
+    def _after_store(self, nbytes: int) -> None:
+        """After storing a large value, check the memory now, not at the next
+        round of the monitor: a fast stream of results must not overshoot."""
+        if self.memory_limit is not None and nbytes >= self._check_threshold:
+            self.check_memory()
+
+    @property
+    def _check_threshold(self) -> int:
+        return max(1 << 20, self.memory_limit // 100)
+
     def check_memory(self) -> str:
         """One round of the memory policy; returns the action taken."""
         policy = self.memory_policy
@@ -710,6 +722,12 @@ class Worker(Server):
             return "ok"
         rss = self._rss = self._memory()
         action = "ok"
+        if policy.spill is not None and self.store.spill is not None:
+            # values may use what target leaves after the unmanaged memory (the
+            # interpreter, libraries, buffers of tasks): re-measured each round
+            target = policy.target_bytes or policy.bytes_at(policy.spill)
+            unmanaged = max(0, rss - self.store.memory()["managed"])
+            self.store.set_target(max(target - unmanaged, self._check_threshold))
         if policy.over_spill(rss):
             goal = policy.spill_goal(rss)
             freed = 0
