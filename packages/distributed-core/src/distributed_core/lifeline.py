@@ -32,7 +32,7 @@ logger = logging.getLogger("distributed_core.lifeline")
 #: the environment variable naming the read end of the lifeline in a child
 ENV = "DISTRIBUTED_LIFELINE_FD"
 #: seconds a child whose parent died has to shut down after SIGTERM
-LIFELINE_GRACE = 5.0
+LIFELINE_GRACE = 3.0
 
 
 class Lifeline:

@@ -125,6 +125,8 @@ class Nanny:
         self._stop = threading.Event()
         self.status: int | None = None  # the nanny's exit status, once decided
         self._out_lock = threading.Lock()
+        #: seconds the workers have to stop after SIGTERM when we stop
+        self.stop_grace = STOP_GRACE
 
     @property
     def terminate_bytes(self) -> int | None:
@@ -136,11 +138,16 @@ class Nanny:
         """Ask `run` to stop the workers and return (thread- and signal-safe)."""
         self._stop.set()
 
+    def _parent_died(self) -> None:
+        # the process that started us is gone: so is our cluster; be quick
+        self.stop_grace = min(self.stop_grace, 1.0)
+        self.stop()
+
     # -- running -----------------------------------------------------------------
 
     def run(self) -> int:
         """Supervise until stopped or every worker ended; returns the exit status."""
-        watch_parent(on_death=self.stop)
+        watch_parent(on_death=self._parent_died)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop())
         try:
@@ -274,7 +281,7 @@ class Nanny:
                 proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + STOP_GRACE
+        deadline = time.monotonic() + self.stop_grace
         for proc in procs:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
