@@ -64,6 +64,7 @@ def test_policy_thresholds_and_disabling():
 
 def test_cgroup_v2_limit_is_the_smallest_on_the_path(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
     (tmp_path / "memory.max").write_text("max\n")
     (tmp_path / "a" / "memory.max").write_text("1000\n")
     (tmp_path / "a" / "b" / "memory.max").write_text("max\n")
@@ -73,6 +74,16 @@ def test_cgroup_v2_limit_is_the_smallest_on_the_path(tmp_path):
     proc.write_text("0::/\n")
     assert cgroup_memory_limit(str(tmp_path), str(proc)) is None
     assert cgroup_memory_limit(str(tmp_path), str(tmp_path / "missing")) is None
+
+
+def test_cgroup_v1_limit(tmp_path):
+    (tmp_path / "memory" / "x").mkdir(parents=True)
+    (tmp_path / "memory" / "x" / "memory.limit_in_bytes").write_text("5000\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/x\n1:cpu:/\n0::/\n")
+    assert cgroup_memory_limit(str(tmp_path), str(proc)) == 5000
+    (tmp_path / "memory" / "x" / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")
+    assert cgroup_memory_limit(str(tmp_path), str(proc)) is None
 
 
 def test_dump_load_round_trip_without_copying_arrays():

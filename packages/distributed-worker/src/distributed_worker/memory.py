@@ -56,15 +56,18 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 def cgroup_memory_limit(root: str = CGROUP_ROOT, proc_cgroup: str = "/proc/self/cgroup"):
     """The cgroup v2 ``memory.max`` of this process's cgroup (the smallest
-    on its path up to the root), or None when there is none or it is ``max``."""
+    on its path up to the root), or None when there is none or it is ``max``.
+
+    On hosts with cgroup v1 (or a hybrid mount), the memory controller's
+    ``memory.limit_in_bytes`` instead."""
     try:
         with open(proc_cgroup) as f:
             lines = f.read().splitlines()
     except OSError:
         return None
     path = next((line[3:] for line in lines if line.startswith("0::")), None)
-    if path is None:
-        return None
+    if path is None or not os.path.exists(os.path.join(root, "cgroup.controllers")):
+        return _cgroup_v1_limit(lines, root)
     limit = None
     parts = [p for p in path.strip("/").split("/") if p]
     for i in range(len(parts), -1, -1):
@@ -80,6 +83,22 @@ def cgroup_memory_limit(root: str = CGROUP_ROOT, proc_cgroup: str = "/proc/self/
                 continue
             limit = value if limit is None else min(limit, value)
     return limit
+
+
+def _cgroup_v1_limit(lines: list[str], root: str):
+    """The v1 memory controller's ``memory.limit_in_bytes`` (hybrid or v1 hosts)."""
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            try:
+                with open(
+                    os.path.join(root, "memory", path.strip("/"), "memory.limit_in_bytes")
+                ) as f:
+                    value = int(f.read().strip())
+            except (OSError, ValueError):
+                return None
+            return value if value < 2**60 else None  # "unlimited" is about 2**63
+    return None
 
 
 def system_memory() -> int:
