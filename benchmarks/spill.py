@@ -14,7 +14,7 @@
 
 Run::
 
-    python benchmarks/spill.py [--arrays 8] [--small 100000] [--tasks 10000] [--repeats 3]
+    python benchmarks/spill.py [--arrays 8] [--small 100000] [--tasks 10000] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -153,7 +153,10 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks per map")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each part")
     parser.add_argument("--directory", default=None, help="where to spill [default: tmp]")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes")
     args = parser.parse_args()
+    if args.quick:
+        args.arrays, args.small, args.tasks, args.repeats = 2, 10_000, 2_000, 1
 
     directory = tempfile.mkdtemp(prefix="spill-bench-", dir=args.directory)
     try:
