@@ -6,8 +6,8 @@
    (unspill); against plain file I/O of the same bytes in the same directory
    in the same run (arrays: ``write(memoryview)`` / ``readinto`` a
    preallocated buffer; small objects: ``pickle.dumps`` to one file each and
-   ``pickle.loads`` back). Runs alternate, after one untimed run of each;
-   medians. Target: >= 70% of plain file I/O for arrays.
+   ``pickle.loads`` back). Array runs alternate, after one untimed run of
+   each; medians. Small objects: one run each. Target: >= 70% of plain file I/O for arrays.
 2. **Executor.map** of 10,000 trivial tasks on a LocalCluster of 2 workers x
    1 thread, with ``memory_limit='4GB'`` and without: tasks/s (target: within
    5%). The runs alternate; medians are reported.
@@ -46,10 +46,10 @@ def bench_arrays(n: int, directory: str, repeats: int) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def bench_small(n: int, directory: str, repeats: int) -> dict:
+def bench_small(n: int, directory: str) -> dict:
+    """One run each (100,000 files per variant: repeating costs minutes)."""
     objects = [{"i": i, "name": f"object-{i}", "values": (i, i * 2.5, None)} for i in range(n)]
-    runs = [_small_once(objects, directory) for _ in range(repeats + 1)][1:]
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return _small_once(objects, directory)
 
 
 def _arrays_once(arrays, directory: str) -> dict:
@@ -159,22 +159,22 @@ def main() -> None:
         args.arrays, args.small, args.tasks, args.repeats = 2, 10_000, 2_000, 1
 
     directory = tempfile.mkdtemp(prefix="spill-bench-", dir=args.directory)
+    gb = 1e9
     try:
         a = bench_arrays(args.arrays, directory, args.repeats)
-        s = bench_small(args.small, directory, args.repeats)
+        print(f"64 MiB arrays x {args.arrays} ({a['bytes'] / gb:.2f} GB):")
+        print(f"  spill   {a['spill'] / gb:6.2f} GB/s   plain write {a['plain_write'] / gb:6.2f} GB/s"
+              f"   ratio {a['spill'] / a['plain_write']:.0%}")  # fmt: skip
+        print(f"  unspill {a['unspill'] / gb:6.2f} GB/s   plain read  {a['plain_read'] / gb:6.2f} GB/s"
+              f"   ratio {a['unspill'] / a['plain_read']:.0%}", flush=True)  # fmt: skip
+        s = bench_small(args.small, directory)
     finally:
         _drop(directory)
-    gb = 1e9
-    print(f"64 MiB arrays x {args.arrays} ({a['bytes'] / gb:.2f} GB):")
-    print(f"  spill   {a['spill'] / gb:6.2f} GB/s   plain write {a['plain_write'] / gb:6.2f} GB/s"
-          f"   ratio {a['spill'] / a['plain_write']:.0%}")  # fmt: skip
-    print(f"  unspill {a['unspill'] / gb:6.2f} GB/s   plain read  {a['plain_read'] / gb:6.2f} GB/s"
-          f"   ratio {a['unspill'] / a['plain_read']:.0%}")  # fmt: skip
     print(f"{args.small} small objects:")
     print(f"  spill   {s['spill']:8.0f} /s   plain write {s['plain_write']:8.0f} /s"
           f"   ratio {s['spill'] / s['plain_write']:.0%}")  # fmt: skip
     print(f"  unspill {s['unspill']:8.0f} /s   plain read  {s['plain_read']:8.0f} /s"
-          f"   ratio {s['unspill'] / s['plain_read']:.0%}")  # fmt: skip
+          f"   ratio {s['unspill'] / s['plain_read']:.0%}", flush=True)  # fmt: skip
 
     with_limit, without = [], []
     for _ in range(args.repeats):
