@@ -26,6 +26,34 @@ def as_exception(exc) -> BaseException:
     return exc
 
 
+#: bytes of values asked of one worker in one get_data request (issue 9)
+GATHER_BATCH_BYTES = 32 * 2**20
+
+
+def _batches(keys: list, tasks: Mapping, limit: int) -> list[list]:
+    """`keys` cut into runs of at most `limit` bytes (a larger value: alone).
+
+    >>> class T:
+    ...     def __init__(self, n): self.nbytes = n
+    >>> _batches(["a", "b", "c", "d"], {"a": T(5), "b": T(5), "c": T(20), "d": T(1)}, 10)
+    [['a', 'b'], ['c'], ['d']]
+    """
+    batches: list[list] = []
+    current: list = []
+    size = 0
+    for key in keys:
+        ts = tasks.get(key)
+        n = (getattr(ts, "nbytes", 0) or 0) if ts is not None else 0
+        if current and size + n > limit:
+            batches.append(current)
+            current, size = [], 0
+        current.append(key)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
 class WorkerUnreachable(ConnectionError):
     """A request to a worker failed; ``sent`` tells whether it had been written."""
 
@@ -134,9 +162,18 @@ class DataMixin:
         return {k: out[k] for k in keys}
 
     async def _get_data(self, worker: str, keys: list) -> dict:
-        return await self._worker_call(
-            worker, {"op": "get_data", "reply": True, "keys": keys, "allow_missing": True}
-        )
+        """``get_data`` from one worker, in requests of at most `GATHER_BATCH_BYTES`
+        (by the sizes the workers reported), one after the other: a worker with a
+        memory limit then never has to load more than that from disk at once."""
+        result: dict = {}
+        for batch in _batches(keys, self.state.tasks, GATHER_BATCH_BYTES):
+            result.update(
+                await self._worker_call(
+                    worker,
+                    {"op": "get_data", "reply": True, "keys": batch, "allow_missing": True},
+                )
+            )
+        return result
 
     async def who_has_from_center(self, keys: list) -> dict:
         return await self.center_call("who_has", keys=keys)
