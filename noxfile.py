@@ -42,6 +42,7 @@ nox.needs_version = ">=2024.3.2"
 ROOT = Path(__file__).resolve().parent
 PACKAGES_DIR = ROOT / "packages"
 INTEGRATION_DIR = ROOT / "tests" / "integration"
+MEMORY_DIR = ROOT / "tests" / "memory"
 HOSTS_DIR = ROOT / "tests" / "hosts"
 DASHBOARD_DIR = ROOT / "tests" / "dashboard"
 CONSTRAINTS_DIR = ROOT / "constraints"
@@ -76,8 +77,8 @@ PYTEST_TIMEOUT = "180"  # seconds per test; a hung test fails instead of eating 
 RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with editors
 
 nox.options.sessions = [
-    "lint", "deps", "tests", "integration", "hosts", "compat", "release", "tornado", "lowest",
-    "docs", "dashboard",
+    "lint", "deps", "tests", "integration", "memory", "hosts", "compat", "release",
+    "tornado", "lowest", "docs", "dashboard",
 ]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
@@ -419,6 +420,14 @@ def integration(session: nox.Session) -> None:
         session.skip(f"no test files (test_*.py) in {INTEGRATION_DIR.relative_to(ROOT)} yet")
     shorts = _install(session, list(PACKAGES))
     _pytest(session, [INTEGRATION_DIR], shorts)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def memory(session: nox.Session) -> None:
+    """Memory limits, spilling, pausing, nannies and orphans with real processes and
+    real limits (tests/memory): heavy (about 1 GB through a 200 MB worker), so only here."""
+    shorts = _install(session, list(PACKAGES))
+    _pytest(session, [MEMORY_DIR], shorts)
 
 
 def _hosts_unavailable() -> str | None:

@@ -21,6 +21,7 @@ nothing is imported from the source tree.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -216,6 +217,7 @@ class Spawner:
         procs = []
         for name in names:
             args = [center, "--host", "127.0.0.1", "--port", 0, "--ncores", 1, "--name", name]
+            args += _no_nanny()  # signals go to the worker itself
             procs.append(self._start(name, "distributed_worker", [*args, *extra]))
         if wait:
             for proc in procs:
@@ -370,3 +372,17 @@ def procs(tmp_path):
 def wait_for_fixture():
     """:func:`wait_for` (polling with a timeout), as a fixture."""
     return wait_for
+
+
+@functools.cache
+def _no_nanny() -> tuple:
+    """``('--no-nanny',)`` if the installed dworker has a nanny (issue 9), else ``()``.
+
+    The scenarios signal and kill the worker process itself; releases from
+    before the nanny (run by ``nox -s compat``) have no such option.
+    """
+    out = subprocess.run(
+        [sys.executable, "-m", "distributed_worker", "--help"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return ("--no-nanny",) if "--no-nanny" in out.stdout else ()

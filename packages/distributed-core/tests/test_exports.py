@@ -32,6 +32,7 @@ EXPECTED = {
     "Security",
     "Server",
     "Timeouts",
+    "WorkerPausedError",
     "__version__",
     "connect",
     "default_ip",

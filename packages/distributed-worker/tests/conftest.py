@@ -112,6 +112,8 @@ def start_center(procs, port: int = 0, heartbeat_interval=0.2, heartbeat_timeout
 def start_worker(procs, center: str, *extra, name=None, wait_registered=True, host="127.0.0.1"):
     """A ``dworker`` process; ``host=None`` leaves ``--host`` out (all interfaces)."""
     args = ["-m", "distributed_worker", center, *(("--host", host) if host else ()), *extra]
+    if "--nanny" not in extra:
+        args.append("--no-nanny")  # the tests signal the worker process itself
     if name:
         args += ["--name", name]
     proc = Proc(args, name=f"worker {name or ''}")

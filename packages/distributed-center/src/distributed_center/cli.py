@@ -40,6 +40,7 @@ from distributed_core import (
     parse_address,
     unparse_address,
 )
+from distributed_core.lifeline import watch_parent
 
 from ._version import __version__
 from .center import DEFAULT_PORT, Center
@@ -212,6 +213,7 @@ def main(
         else:
             security, secret_note = _default_security()
         address = _listen_address(host, port, tls=tls_cert is not None)
+        watch_parent()  # exit when a parent that gave us a lifeline (LocalCluster) dies
         asyncio.run(
             _run(
                 address, security, heartbeat_interval, heartbeat_timeout, contact_address,

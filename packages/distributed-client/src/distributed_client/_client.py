@@ -147,6 +147,50 @@ class ClientBase:
     def status(self) -> str:
         return "created" if self.session is None else self.session.status
 
+    # ------------------------------------------------------------------ cluster view
+
+    def scheduler_info(self):
+        """What the center knows of the cluster, with each worker's memory.
+
+        ``{'center': address, 'workers': {address: {'name', 'ncores', 'nkeys',
+        'nbytes', 'memory': {'rss', 'managed', 'unmanaged', 'spilled',
+        'limit'}, 'paused', 'last_seen'}}}``, from the center's last heartbeat
+        of each worker (about a ``heartbeat_interval`` old). ``managed`` is
+        the bytes of values held in memory, ``spilled`` of values on disk
+        (both as measured in memory), ``unmanaged`` the rest of the process's
+        memory; ``limit`` is None for a worker without a memory limit. A
+        field a worker does not report (older workers) is None. At most
+        ``center_timeout`` seconds (:class:`~distributed_client.CenterTimeoutError`).
+
+        .. versionadded:: issue 9
+        """
+        return self._sync(self._scheduler_info)
+
+    async def _scheduler_info(self) -> dict:
+        workers = await self.session.center_call("workers")
+        if not isinstance(workers, dict):
+            raise TypeError(f"center at {self.center} answered workers with {workers!r:.100}")
+        info = {}
+        for address, w in workers.items():
+            w = w if isinstance(w, dict) else {}
+            m = w.get("metrics") if isinstance(w.get("metrics"), dict) else {}
+            info[address] = {
+                "name": w.get("name"),
+                "ncores": w.get("ncores"),
+                "nkeys": w.get("nkeys"),
+                "nbytes": w.get("nbytes"),
+                "memory": {
+                    "rss": m.get("memory"),
+                    "managed": m.get("memory_managed"),
+                    "unmanaged": m.get("memory_unmanaged"),
+                    "spilled": m.get("memory_spilled"),
+                    "limit": m.get("memory_limit"),
+                },
+                "paused": m.get("paused"),
+                "last_seen": w.get("last_seen"),
+            }
+        return {"center": self.center, "workers": info}
+
     # ------------------------------------------------------------------ plumbing
 
     def _sync(self, coro_fn, *args, timeout=None, **kwargs):

@@ -12,7 +12,7 @@ import random
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping
 
-from distributed_core import Failure, normalize_address
+from distributed_core import Failure, WorkerPausedError, normalize_address
 
 __all__ = ["DataMixin", "WorkerUnreachable", "as_exception"]
 
@@ -24,6 +24,34 @@ def as_exception(exc) -> BaseException:
     if isinstance(exc, Failure):
         return exc.exception
     return exc
+
+
+#: bytes of values asked of one worker in one get_data request (issue 9)
+GATHER_BATCH_BYTES = 32 * 2**20
+
+
+def _batches(keys: list, tasks: Mapping, limit: int) -> list[list]:
+    """`keys` cut into runs of at most `limit` bytes (a larger value: alone).
+
+    >>> class T:
+    ...     def __init__(self, n): self.nbytes = n
+    >>> _batches(["a", "b", "c", "d"], {"a": T(5), "b": T(5), "c": T(20), "d": T(1)}, 10)
+    [['a', 'b'], ['c'], ['d']]
+    """
+    batches: list[list] = []
+    current: list = []
+    size = 0
+    for key in keys:
+        ts = tasks.get(key)
+        n = (getattr(ts, "nbytes", 0) or 0) if ts is not None else 0
+        if current and size + n > limit:
+            batches.append(current)
+            current, size = [], 0
+        current.append(key)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
 
 
 class WorkerUnreachable(ConnectionError):
@@ -134,9 +162,18 @@ class DataMixin:
         return {k: out[k] for k in keys}
 
     async def _get_data(self, worker: str, keys: list) -> dict:
-        return await self._worker_call(
-            worker, {"op": "get_data", "reply": True, "keys": keys, "allow_missing": True}
-        )
+        """``get_data`` from one worker, in requests of at most `GATHER_BATCH_BYTES`
+        (by the sizes the workers reported), one after the other: a worker with a
+        memory limit then never has to load more than that from disk at once."""
+        result: dict = {}
+        for batch in _batches(keys, self.state.tasks, GATHER_BATCH_BYTES):
+            result.update(
+                await self._worker_call(
+                    worker,
+                    {"op": "get_data", "reply": True, "keys": batch, "allow_missing": True},
+                )
+            )
+        return result
 
     async def who_has_from_center(self, keys: list) -> dict:
         return await self.center_call("who_has", keys=keys)
@@ -197,8 +234,16 @@ class DataMixin:
         replicas: int = 1,
         workers: Iterable[str] | None = None,
         wants: bool = True,
+        _paused_since: float | None = None,
     ) -> dict:
-        """Put ``{key: value}`` on workers (round robin, `replicas` copies); ``{key: [workers]}``."""
+        """Put ``{key: value}`` on workers (round robin, `replicas` copies); ``{key: [workers]}``.
+
+        A worker that is paused (memory above its pause fraction) refuses the
+        data with `WorkerPausedError`: its share goes to the other workers; when
+        every candidate is paused, the scatter waits with backoff (0.05 s
+        doubling to 1 s) for one to resume, at most ``no_workers_timeout``
+        seconds, then raises the `WorkerPausedError`.
+        """
         self._check_open()
         if not data:
             return {}
@@ -238,15 +283,44 @@ class DataMixin:
             return_exceptions=True,
         )
         failed = []
+        paused: list = []
         nbytes: dict = {}
         for w, r in zip(plan, results):
             if isinstance(r, WorkerUnreachable):
                 failed.append(w)
                 self._worker_failed(w, blame=False)
+            elif isinstance(r, WorkerPausedError):
+                paused.append((w, r))
             elif isinstance(r, BaseException):
                 raise r
             else:
                 nbytes.update(r.get("nbytes") or {})
+        if paused:
+            refused = {w for w, _ in paused}
+            retry = {k: data[k] for k, ws in where.items() if all(w in refused for w in ws)}
+            for k in where:
+                where[k] = [w for w in where[k] if w not in refused]
+            others = [w for w in pool if w not in refused and w not in failed]
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            since = now if _paused_since is None else _paused_since
+            bound = self.state.no_workers_timeout
+            if retry and not others:
+                waited = now - since
+                if bound is not None and waited >= bound:
+                    raise paused[0][1]
+                delay = min(0.05 * 2 ** min(int(waited / 0.05).bit_length(), 5), 1.0)
+                logger.info(
+                    "every worker for %d keys is paused: retrying in %gs", len(retry), delay
+                )
+                await asyncio.sleep(delay)
+                others = pool
+            if retry:
+                more = await self.scatter(
+                    retry, replicas, others if workers is not None or others != pool else None,
+                    wants=False, _paused_since=since,
+                )  # fmt: skip
+                where.update(more)
         if failed:
             # send what those workers should have held to the others
             retry = {k: data[k] for k, ws in where.items() if all(w in failed for w in ws)}

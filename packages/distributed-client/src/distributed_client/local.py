@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from distributed_core import ensure_secret_file, normalize_address
+from distributed_core.lifeline import Lifeline
 from distributed_core.testing import free_port
 
 __all__ = ["LocalCluster"]
@@ -32,16 +33,17 @@ _REGISTERED_LINE = "Registered with center at "
 class _Proc:
     """A child process whose output goes to a temporary file we can poll."""
 
-    def __init__(self, args: list[str], env: dict | None = None):
+    def __init__(self, args: list[str], env: dict | None = None, lifeline=None):
         self.args = args
         self.log = tempfile.TemporaryFile(mode="w+b")
+        extra = lifeline.popen_kwargs(env) if lifeline is not None else {"env": env}
         self.popen = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=self.log,
-            env=env,
             start_new_session=True,  # a Ctrl-C in the terminal goes to us, we stop them
+            **extra,
         )
         self.pid = self.popen.pid
 
@@ -127,6 +129,28 @@ class LocalCluster:
 
         .. versionchanged:: 0.2.0
            ``None`` uses the default secret file instead of no secret.
+    nanny
+        run each worker under a nanny that restarts it when it dies (then
+        ``worker_processes`` are the nannies, and `kill_worker` kills the
+        nanny and its worker). Default False.
+    memory_limit
+        each worker's ``--memory-limit`` (``'200MB'``, ``'auto'``, ...;
+        default: none). With ``'auto'`` the machine's memory is divided among
+        the workers.
+    death_timeout
+        seconds after which a worker whose center is unreachable exits
+        (default 60; None: never).
+    worker_args
+        more ``dworker`` options for every worker, e.g.
+        ``['--memory-pause-fraction', 'False']``.
+
+    Every process this cluster starts exits when the process that made it
+    dies, even by ``kill -9``: each watches a pipe from it
+    (`distributed_core.lifeline`).
+
+    .. versionadded:: 0.2.0
+       ``nanny``, ``memory_limit``, ``death_timeout``, ``worker_args``; the
+       processes no longer outlive their parent.
     """
 
     def __init__(
@@ -143,6 +167,10 @@ class LocalCluster:
         env: dict | None = None,
         security=None,
         asynchronous: bool = False,
+        nanny: bool = False,
+        memory_limit: str | int | None = None,
+        death_timeout: float | None = 60.0,
+        worker_args: list[str] | None = None,
     ):
         if n_workers < 0:
             raise ValueError(f"n_workers must be >= 0, got {n_workers}")
@@ -156,6 +184,11 @@ class LocalCluster:
         self.no_workers_timeout = no_workers_timeout
         self.center_timeout = center_timeout
         self.security = security
+        self.nanny = nanny
+        self.memory_limit = memory_limit
+        self.death_timeout = death_timeout
+        self.extra_worker_args = [str(a) for a in worker_args or ()]
+        self._lifeline = Lifeline()
         self._secret_dir = None
         self._security_args = self._make_security_args(security)
         self._env = {**os.environ, **(env or {})}
@@ -238,15 +271,30 @@ class LocalCluster:
             sys.executable, "-m", "distributed_worker", self.center_address,
             "--host", self.host, "--port", "0", "--ncores", str(self.ncores),
             "--connect-timeout", str(self.timeout),
+            "--nanny" if self.nanny else "--no-nanny",
+            *self._memory_args(),
             *self._security_args,
+            *self.extra_worker_args,
         ]  # fmt: skip
+
+    def _memory_args(self) -> list[str]:
+        args = []
+        if self.memory_limit is not None:
+            limit = str(self.memory_limit)
+            if limit.strip().lower() == "auto":
+                # the machine's (or cgroup's) memory divided among our workers
+                limit = repr(1.0 / max(1, self._n_workers))
+            args += ["--memory-limit", limit]
+        if self.death_timeout is not None:
+            args += ["--death-timeout", str(self.death_timeout)]
+        return args
 
     def _start(self, n_workers: int) -> None:
         deadline = time.monotonic() + self.timeout
         for attempt in range(3):
             port = free_port(self.host)
             self.center_address = normalize_address(f"{self._scheme}://{self.host}:{port}")
-            self._center = _Proc(self._center_args(port), self._env)
+            self._center = _Proc(self._center_args(port), self._env, self._lifeline)
             # the workers retry connecting until the center listens
             workers = [self._spawn_worker() for _ in range(n_workers)]
             line = self._wait_line(self._center, _CENTER_LINE, deadline, fail_ok=attempt < 2)
@@ -265,7 +313,7 @@ class LocalCluster:
             self.worker_addresses.append(normalize_address(w.find(_WORKER_LINE)))
 
     def _spawn_worker(self) -> _Proc:
-        return _Proc(self._worker_args(), self._env)
+        return _Proc(self._worker_args(), self._env, self._lifeline)
 
     def _wait_line(self, proc: _Proc, prefix: str, deadline: float, fail_ok: bool = False):
         delay = 0.002
@@ -342,6 +390,7 @@ class LocalCluster:
         if self._secret_dir is not None:
             self._secret_dir.cleanup()
             self._secret_dir = None
+        self._lifeline.close()
 
     def __enter__(self) -> LocalCluster:
         return self

@@ -23,6 +23,7 @@ from .errors import (
     RemoteError,
     RemoteProtocolError,
     RemoteTraceback,
+    WorkerPausedError,
 )
 from .failure import Failure
 from .netinfo import default_ip
@@ -57,6 +58,7 @@ __all__ = [
     "Security",
     "Server",
     "Timeouts",
+    "WorkerPausedError",
     "__version__",
     "connect",
     "default_ip",

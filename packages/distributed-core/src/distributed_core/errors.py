@@ -20,6 +20,7 @@ __all__ = [
     "RemoteError",
     "RemoteProtocolError",
     "RemoteTraceback",
+    "WorkerPausedError",
 ]
 
 
@@ -120,3 +121,15 @@ class RemoteError(Exception):
         self.type_name = type_name
         self.message = message
         self.traceback = traceback
+
+
+class WorkerPausedError(Exception):
+    """A worker over its memory pause fraction refused new data; retry later.
+
+    Raised by a worker's ``update_data`` while it is paused (its memory above
+    the pause fraction of its limit). Retryable: the worker resumes once its
+    memory drops. Clients send the data to another worker or wait with
+    backoff; an older client sees this error instead of silently losing data.
+
+    .. versionadded:: issue 9
+    """

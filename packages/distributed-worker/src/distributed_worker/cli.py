@@ -26,6 +26,7 @@ import signal
 import sys
 
 import click
+from click.core import ParameterSource
 
 from distributed_core import (
     CommClosedError,
@@ -38,8 +39,11 @@ from distributed_core import (
     parse_address,
     unparse_address,
 )
+from distributed_core.lifeline import watch_parent
 
 from . import _identity
+from .memory import DEFAULT_FRACTIONS, parse_fraction, parse_memory_limit
+from .nanny import DEATH_EXIT_STATUS
 from .stream import NotACenterError, RegistrationError
 from .worker import Worker
 
@@ -118,6 +122,65 @@ class StartupError(Exception):
     "(then the center) are asked.",
 )
 @click.option(
+    "--memory-limit",
+    default="0",
+    show_default=True,
+    help="Memory this worker may use: bytes with a unit (4GiB, 500MB), a fraction of the "
+    "machine (0.5), 'auto' (the machine's or the cgroup's memory divided among --nworkers), "
+    "or 0 for no limit. Beyond its fractions values spill to disk, the worker pauses, the "
+    "nanny restarts it.",
+)
+@click.option(
+    "--memory-target-fraction",
+    default=str(DEFAULT_FRACTIONS["target"]),
+    show_default=True,
+    help="Managed memory above this fraction of the limit moves to disk (False: never).",
+)
+@click.option(
+    "--memory-spill-fraction",
+    default=str(DEFAULT_FRACTIONS["spill"]),
+    show_default=True,
+    help="Process memory above this fraction moves values to disk (False: never).",
+)
+@click.option(
+    "--memory-pause-fraction",
+    default=str(DEFAULT_FRACTIONS["pause"]),
+    show_default=True,
+    help="Process memory above this fraction pauses the worker (False: never).",
+)
+@click.option(
+    "--memory-terminate-fraction",
+    default=str(DEFAULT_FRACTIONS["terminate"]),
+    show_default=True,
+    help="Process memory above this fraction makes the nanny restart the worker (False: never).",
+)
+@click.option(
+    "--local-directory",
+    default=None,
+    help="Directory for spilled values (a temporary directory inside it, removed on exit) "
+    "[default: the system's temporary directory].",
+)
+@click.option(
+    "--nanny/--no-nanny",
+    default=True,
+    show_default=True,
+    help="Run the worker in a child process that is restarted when it dies.",
+)
+@click.option(
+    "--nworkers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Workers to start, each under the nanny.",
+)
+@click.option(
+    "--death-timeout",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Exit (status 3) when the center has been unreachable this many seconds "
+    "[default: keep reconnecting].",
+)
+@click.option(
     "--secret-file",
     default=_cfg("security.secret_file"),
     help="File holding the cluster's shared secret.",
@@ -160,6 +223,7 @@ def main(
     center_address, host, contact_address, port, ncores, name, heartbeat_interval,
     heartbeat_timeout, connect_timeout, fetch_timeout, secret_file, tls_cert, tls_key, tls_ca_file, log_level,
     log_format, insecure,
+    **memory_options,
 ):  # fmt: skip
     """Start a worker that registers with the center at CENTER_ADDRESS."""
     problem = _identity.problem()
@@ -176,6 +240,11 @@ def main(
         security = _security(secret_file, tls_cert, tls_key, tls_ca_file, insecure, host)
     except (TypeError, ValueError, OSError) as e:
         _fail(str(e))
+    memory = _memory_options(memory_options, port)
+    if memory.pop("nanny"):
+        sys.exit(_run_nanny(memory, name))
+    memory.pop("nworkers")
+    watch_parent()  # exit when a parent that gave us a lifeline dies
     try:
         asyncio.run(
             _run(
@@ -190,10 +259,79 @@ def main(
                 connect_timeout=connect_timeout,
                 fetch_timeout=fetch_timeout,
                 security=security,
+                **memory,
             )
         )
     except StartupError as e:
         _fail(str(e))
+    except _Death:
+        sys.exit(DEATH_EXIT_STATUS)
+
+
+class _Death(Exception):
+    """The worker closed because its center was gone longer than death_timeout."""
+
+
+def _memory_options(options: dict, port: int) -> dict:
+    """Check the memory and nanny options; one ``dworker: error:`` line if bad."""
+    try:
+        nworkers = options["nworkers"]
+        if not options["nanny"] and nworkers > 1:
+            raise ValueError("--nworkers needs the nanny: drop --no-nanny")
+        if nworkers > 1 and port:
+            raise ValueError(f"--port {port} cannot be shared by --nworkers {nworkers}: use 0")
+        limit = parse_memory_limit(options["memory_limit"], nprocs=nworkers)
+        result = {"memory_limit": limit}
+        for name in ("target", "spill", "pause", "terminate"):
+            key = f"memory_{name}_fraction"
+            result[key] = parse_fraction(name, options[key])
+    except ValueError as e:
+        _fail(str(e).replace("memory limit ", "--memory-limit ", 1))
+    return {
+        **result,
+        "local_directory": options["local_directory"],
+        "death_timeout": options["death_timeout"],
+        "nanny": options["nanny"],
+        "nworkers": nworkers,
+    }
+
+
+#: options the nanny handles itself rather than passing to its workers
+_NANNY_ONLY = {"nanny", "nworkers", "memory_limit", "name", "local_directory"}
+
+
+def _run_nanny(memory: dict, name) -> int:
+    """Run the worker(s) under a `Nanny` with the options given on our command line."""
+    from .nanny import Nanny  # stdlib, psutil and the lifeline only
+
+    ctx = click.get_current_context()
+    args = [ctx.params["center_address"]]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in _NANNY_ONLY:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag:
+            if value:
+                args.append(param.opts[0])
+            elif param.secondary_opts:
+                args.append(param.secondary_opts[0])
+            continue
+        for v in value if param.multiple else [value]:
+            args += [param.opts[0], str(v)]
+    if memory["memory_limit"] is not None:
+        args += ["--memory-limit", str(memory["memory_limit"])]
+    nanny = Nanny(
+        args,
+        nworkers=memory["nworkers"],
+        memory_limit=memory["memory_limit"],
+        terminate_fraction=memory["memory_terminate_fraction"],
+        name=name,
+        local_directory=memory["local_directory"],
+    )
+    return nanny.run()
 
 
 def _security(secret_file, tls_cert, tls_key, tls_ca_file, insecure, host) -> Security:
@@ -279,6 +417,8 @@ async def _run(center, *, host, port, connect_timeout, security, **kwargs) -> No
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+    if worker.death is not None:
+        raise _Death(worker.death)
 
 
 def _listen_error(address: str, e: Exception) -> str:

@@ -6,35 +6,14 @@ and touches it only from its event loop thread.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from distributed_core import Failure
 
+from .sizeof import sizeof
+
 __all__ = ["DataStore", "sizeof", "check_key", "check_keys"]
-
-
-def sizeof(value: Any) -> int:
-    """A cheap estimate of the memory held by `value`, in bytes.
-
-    numpy arrays (and anything else with an integer ``nbytes`` that is defined
-    by numpy) report ``.nbytes``; bytes-like objects report their length;
-    everything else falls back to ``sys.getsizeof`` (shallow: a list of large
-    objects counts only the list itself). Never raises.
-    """
-    if isinstance(value, (bytes, bytearray)):
-        return len(value)
-    if isinstance(value, memoryview):
-        return value.nbytes
-    if type(value).__module__.startswith("numpy"):
-        nbytes = getattr(value, "nbytes", None)
-        if isinstance(nbytes, int):
-            return nbytes
-    try:
-        return sys.getsizeof(value)
-    except Exception:  # a broken __sizeof__ must not break the store
-        return 0
 
 
 def check_key(key: Any) -> Hashable:
@@ -79,11 +58,28 @@ class DataStore:
     {'x': b'abc'}
     >>> s.total_nbytes
     3
+
+    Parameters
+    ----------
+    target
+        bytes of values to keep in memory; beyond it the least recently used
+        go to disk (a `SpillBuffer` in `local_directory`, or a temporary
+        directory). None (default): everything stays in memory.
+    local_directory
+        where the spill directory is made (default: the system's temporary
+        directory). It is removed by `close`.
     """
 
-    def __init__(self) -> None:
-        self.data: dict = {}
+    def __init__(self, target: int | None = None, local_directory: str | None = None) -> None:
         self.nbytes: dict = {}
+        self.spill = None
+        if target is not None:
+            from .spill import SpillBuffer  # zict: only with a memory limit
+
+            self.spill = SpillBuffer(target, self.nbytes.__getitem__, local_directory)
+            self.data = self.spill
+        else:
+            self.data: dict = {}
         self.failures: set = set()
         self.total_nbytes = 0
 
@@ -105,8 +101,8 @@ class DataStore:
         check_key(key)
         self._discard(key)
         n = sizeof(value)
-        self.data[key] = value
         self.nbytes[key] = n
+        self.data[key] = value
         self.total_nbytes += n
         if isinstance(value, Failure):
             self.failures.add(key)
@@ -146,6 +142,35 @@ class DataStore:
     def snapshot(self) -> tuple[list, dict]:
         """``(keys, {key: nbytes})`` of everything held, for (re-)registration."""
         return list(self.data), dict(self.nbytes)
+
+    def memory(self) -> dict:
+        """``{'managed', 'spilled', 'spilled_disk'}``: bytes of values in memory,
+        of values on disk (as measured in memory) and what those take on disk."""
+        if self.spill is None:
+            return {"managed": self.total_nbytes, "spilled": 0, "spilled_disk": 0}
+        return {
+            "managed": self.spill.memory_bytes,
+            "spilled": self.spill.spilled_bytes,
+            "spilled_disk": self.spill.disk_bytes,
+        }
+
+    def evict(self) -> int:
+        """Move the least recently used value in memory to disk; its size (0: none)."""
+        return self.spill.evict() if self.spill is not None else 0
+
+    def set_target(self, target: float) -> None:
+        """Keep at most `target` bytes of values in memory from now on."""
+        if self.spill is not None:
+            self.spill.set_target(target)
+
+    def close(self) -> None:
+        """Drop everything; remove the spill directory."""
+        if self.spill is not None:
+            self.spill.close()
+        self.data = {}
+        self.nbytes.clear()
+        self.failures.clear()
+        self.total_nbytes = 0
 
     def _discard(self, key: Any) -> bool:
         if key not in self.data:

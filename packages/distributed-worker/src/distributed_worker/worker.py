@@ -14,6 +14,7 @@ Ops served (see docs/dev/contracts.md)::
     get_data(keys, allow_missing=False) -> {key: value}
     update_data(data, report=True)      -> {'keys': [...], 'nbytes': {key: n}}
     delete_data(keys, report=True)      -> 'OK'
+                                           (update_data raises WorkerPausedError while paused)
     keys()                              -> [key, ...]
     identity()                          -> {'type': 'Worker', 'address', 'center', ...}
     terminate()                         -> 'OK', then the worker unregisters and closes
@@ -38,6 +39,7 @@ from distributed_core import (
     ConnectionPool,
     Failure,
     Server,
+    WorkerPausedError,
     config,
     dumps,
     normalize_address,
@@ -50,6 +52,7 @@ from distributed_core.timeouts import DEFAULTS
 from ._version import __version__
 from .ahead import LocalArrivals
 from .fetch import FetchTimeoutError, fetch_from_peers
+from .memory import DEFAULT_FRACTIONS, MemoryPolicy, parse_fraction, parse_memory_limit
 from .store import DataStore, check_key, check_keys, sizeof
 from .stream import CenterStream
 from .substitute import substitute
@@ -122,6 +125,34 @@ class Worker(Server):
         after a change, or as soon as this many keys are pending.
     limits
         `distributed_core.Limits` on incoming messages.
+    memory_limit
+        bytes this worker may use (an int, or a string: ``'4GiB'``,
+        ``'500MB'``, a fraction of the machine ``'0.5'``, ``'auto'``); None
+        (default): no limit, nothing is spilled, the worker never pauses.
+        See docs/memory.md.
+    memory_target_fraction, memory_spill_fraction, memory_pause_fraction, memory_terminate_fraction
+        fractions of `memory_limit` (defaults 0.6, 0.7, 0.8, 0.95; None or
+        False disables one): managed bytes above *target* go to disk, least
+        recently used first; process memory (RSS) above *spill* moves values
+        to disk until it is below *target*; above *pause* the worker starts
+        no new task and refuses new data (`WorkerPausedError`) until it is
+        below again; above *terminate* a nanny restarts the worker (the
+        worker itself only logs it).
+    local_directory
+        where the spill directory is made (a temporary directory inside it,
+        removed when the worker closes). Default: the system's temporary
+        directory.
+    memory_monitor_interval
+        seconds between two measurements of the process memory (RSS) for
+        spill and pause, and between two checks of `death_timeout`.
+        Default 0.1.
+    death_timeout
+        seconds after which a worker that lost its Center (and could not
+        register again) closes by itself, setting ``death`` to a reason.
+        None (default): it keeps trying to reconnect forever.
+
+    .. versionadded:: issue 9
+       memory limits, spilling, pausing, ``death_timeout``.
     """
 
     def __init__(
@@ -140,6 +171,14 @@ class Worker(Server):
         batch_interval: float = 0.005,
         batch_size: int = 1000,
         limits=None,
+        memory_limit=None,
+        memory_target_fraction=DEFAULT_FRACTIONS["target"],
+        memory_spill_fraction=DEFAULT_FRACTIONS["spill"],
+        memory_pause_fraction=DEFAULT_FRACTIONS["pause"],
+        memory_terminate_fraction=DEFAULT_FRACTIONS["terminate"],
+        local_directory: str | None = None,
+        memory_monitor_interval: float = 0.1,
+        death_timeout: float | None = None,
     ) -> None:
         handlers = {
             "compute": self.compute,
@@ -165,7 +204,39 @@ class Worker(Server):
         self.contact_address = (
             None if contact_address is None else normalize_address(contact_address)
         )
-        self.store = DataStore()
+        self.memory_policy = MemoryPolicy(
+            parse_memory_limit(memory_limit),
+            target=parse_fraction("target", memory_target_fraction),
+            spill=parse_fraction("spill", memory_spill_fraction),
+            pause=parse_fraction("pause", memory_pause_fraction),
+            terminate=parse_fraction("terminate", memory_terminate_fraction),
+        )
+        self.memory_limit = self.memory_policy.limit
+        if not memory_monitor_interval > 0:
+            raise ValueError(
+                f"memory_monitor_interval must be positive, got {memory_monitor_interval!r}"
+            )
+        if death_timeout is not None and not death_timeout > 0:
+            raise ValueError(f"death_timeout must be positive or None, got {death_timeout!r}")
+        self.memory_monitor_interval = memory_monitor_interval
+        self.death_timeout = death_timeout
+        #: why the worker closed by itself (death_timeout), else None
+        self.death: str | None = None
+        policy = self.memory_policy
+        spills = policy.limit is not None and (
+            policy.target is not None or policy.spill is not None
+        )
+        self.store = DataStore(
+            target=(policy.target_bytes or float("inf")) if spills else None,
+            local_directory=local_directory,
+        )
+        self.paused = False
+        self._running = asyncio.Event()  # set while not paused (or closing)
+        self._running.set()
+        self._rss = 0
+        self._monitor_task: asyncio.Task | None = None
+        self._center_lost_at: float | None = None
+        self._terminate_warned = False
         self.executor = ThreadPoolExecutor(self.ncores, thread_name_prefix="dworker-compute")
         self.pool = ConnectionPool(  # to peers
             security=self.security, connect_timeout=peer_connect_timeout, name=name or "worker"
@@ -275,6 +346,8 @@ class Worker(Server):
         except BaseException:
             await self.close(unregister=False)
             raise
+        if self._monitor_task is None:
+            self._monitor_task = asyncio.ensure_future(self._monitor())
 
     async def close(self, unregister: bool = True) -> None:
         """Unregister from the Center (unless told not to), stop serving, free threads."""
@@ -286,7 +359,12 @@ class Worker(Server):
         await self.stream.close(unregister=unregister)
         await self.center_rpc.close_rpc()
         await self.pool.close()
+        self._running.set()  # computes waiting for a resume end now
+        if self._monitor_task is not None and self._monitor_task is not asyncio.current_task():
+            self._monitor_task.cancel()
+            await asyncio.gather(self._monitor_task, return_exceptions=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.store.close()  # removes the spill directory
         self._closed.set()
 
     async def finished(self) -> None:
@@ -391,6 +469,10 @@ class Worker(Server):
         value = failed  # an input errored: so does this result
         duration = 0.0
         if failed is None:
+            if not self._running.is_set():  # paused: start no new task until resumed
+                await self._running.wait()
+                if self._closing:
+                    raise RuntimeError(f"worker {self.address} is closing; {key!r} not run")
             self._executing += 1
             try:
                 (
@@ -413,6 +495,7 @@ class Worker(Server):
             raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
         nbytes = self.store.put(key, value)
         self.arrivals.stored(key)
+        self._after_store(nbytes)
         if report:
             self.stream.add({key: nbytes})
         if failed is None and self.stream.task_events:
@@ -446,7 +529,15 @@ class Worker(Server):
         down, the next registration (which carries every key held) confirms
         them instead.
         """
+        if self.paused and data:
+            raise WorkerPausedError(
+                f"worker {self.address} is paused: its memory ({_fmt(self._rss)}) is above "
+                f"its pause fraction ({self.memory_policy.pause}) of memory_limit "
+                f"{_fmt(self.memory_limit)}; it refuses new data until memory drops: retry "
+                f"later or send the data to another worker"
+            )
         nbytes = self.store.update(data)
+        self._after_store(sum(nbytes.values()))
         if report and nbytes:
             await self._confirm(nbytes)
         return {"keys": list(nbytes), "nbytes": nbytes}
@@ -474,6 +565,7 @@ class Worker(Server):
             "keys": len(self.store),
             "nbytes": self.store.total_nbytes,
             "memory": self._memory(),
+            **self.memory_metrics(),
             "registered": self.stream.comm is not None,
             # compute fields this worker understands beyond the first release's
             "features": ["pending", "keep_inputs"],
@@ -646,13 +738,154 @@ class Worker(Server):
         except psutil.Error:
             return 0
 
+    def memory_metrics(self, rss: int | None = None) -> dict:
+        """``memory_managed`` (bytes of values in memory), ``memory_unmanaged``
+        (RSS minus those), ``memory_spilled`` (bytes of values on disk, as
+        measured in memory), ``memory_limit`` (None: no limit), ``paused``."""
+        rss = self._memory() if rss is None else rss
+        mem = self.store.memory()
+        return {
+            "memory_managed": mem["managed"],
+            "memory_unmanaged": max(0, rss - mem["managed"]),
+            "memory_spilled": mem["spilled"],
+            "memory_limit": self.memory_limit,
+            "paused": self.paused,
+        }
+
     def _metrics(self) -> dict:
+        rss = self._memory()
         return {
             "nkeys": len(self.store),
             "nbytes": self.store.total_nbytes,
-            "memory": self._memory(),
+            "memory": rss,
             "executing": self._executing,
+            **self.memory_metrics(rss),
         }
+
+    # -- memory and liveness -------------------------------------------------------
+
+    async def _monitor(self) -> None:
+        """Every ``memory_monitor_interval``: spill and pause by RSS, check death_timeout."""
+        while not self._closing:
+            try:
+                self.check_memory()
+                self._check_center()
+            except Exception:  # never stop watching
+                logger.exception("memory monitor failed")
+            await asyncio.sleep(self.memory_monitor_interval)
+
+    def _after_store(self, nbytes: int) -> None:
+        """After storing a large value, check the memory now, not at the next
+        round of the monitor: a fast stream of results must not overshoot."""
+        if self.memory_limit is not None and nbytes >= self._check_threshold:
+            self.check_memory()
+
+    @property
+    def _check_threshold(self) -> int:
+        return max(1 << 20, self.memory_limit // 100)
+
+    def check_memory(self) -> str:
+        """One round of the memory policy; returns the action taken."""
+        policy = self.memory_policy
+        if policy.limit is None:
+            return "ok"
+        rss = self._rss = self._memory()
+        action = "ok"
+        if policy.spill is not None and self.store.spill is not None:
+            # values may use what target leaves after the unmanaged memory (the
+            # interpreter, libraries, buffers of tasks): re-measured each round
+            target = policy.target_bytes or policy.bytes_at(policy.spill)
+            unmanaged = max(0, rss - self.store.memory()["managed"])
+            self.store.set_target(max(target - unmanaged, self._check_threshold))
+        if policy.over_spill(rss):
+            goal = policy.spill_goal(rss)
+            freed = 0
+            while freed < goal:
+                n = self.store.evict()
+                if not n:
+                    break
+                freed += n
+            if freed:
+                action = "spill"
+                _trim_memory()
+                logger.info(
+                    "memory %s above spill fraction of %s: moved %s to disk",
+                    _fmt(rss), _fmt(policy.limit), _fmt(freed),
+                )  # fmt: skip
+                rss = self._rss = self._memory()
+        if policy.should_pause(rss):
+            action = "pause"
+            if not self.paused:
+                self.paused = True
+                self._running.clear()
+                logger.warning(
+                    "worker %s paused: memory %s above pause fraction %s of %s",
+                    self.address, _fmt(rss), policy.pause, _fmt(policy.limit),
+                )  # fmt: skip
+        elif self.paused:
+            self.paused = False
+            self._running.set()
+            logger.warning("worker %s resumed: memory %s", self.address, _fmt(rss))
+        terminate = policy.bytes_at(policy.terminate)
+        if terminate is not None and rss > terminate and not self._terminate_warned:
+            self._terminate_warned = True
+            logger.error(
+                "memory %s above terminate fraction %s of %s: a nanny restarts this worker",
+                _fmt(rss), policy.terminate, _fmt(policy.limit),
+            )  # fmt: skip
+        return action
+
+    def _check_center(self) -> None:
+        if self.death_timeout is None or self._closing:
+            return
+        now = asyncio.get_running_loop().time()
+        if self.stream.comm is not None:
+            self._center_lost_at = None
+            return
+        if self._center_lost_at is None:
+            self._center_lost_at = now
+        elif now - self._center_lost_at > self.death_timeout:
+            self.death = (
+                f"the center at {self.center} has been gone for more than "
+                f"death_timeout={self.death_timeout}s"
+            )
+            logger.error("worker %s closing: %s", self.address, self.death)
+            self._start_close_unregistered()
+
+    def _start_close_unregistered(self) -> None:
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self.close(unregister=False))
+
+
+def _libc_trim():
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _libc_trim() if platform.system() == "Linux" else None
+
+
+def _trim_memory() -> None:
+    """Give freed heap memory back to the OS (glibc keeps it otherwise), so the
+    RSS the memory policy measures drops once values moved to disk."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _fmt(n) -> str:
+    if n is None:
+        return "none"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def _resolve(fut: asyncio.Future, value) -> None:
