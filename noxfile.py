@@ -484,14 +484,27 @@ def dashboard(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 @nox.parametrize("version", TORNADO_VERSIONS)
 def tornado(session: nox.Session, version: str) -> None:
-    """Every package's tests + integration against one pinned tornado 6.x."""
+    """distributed-core's tests + integration against one pinned tornado 6.x.
+
+    Only core (streams, servers, clients) and the center's dashboard
+    (tornado.web) use tornado directly; everything else reaches it through
+    core. So each version runs core's suite (every framing, TLS, timeout and
+    bad-input path), the dashboard's tests and the integration tests (real
+    processes end to end). The other packages' full
+    suites run against the lowest tornado in `lowest` (6.0.4) and the newest
+    in `tests`, which bracket the matrix; running all of them 7 more times
+    would take most of the CI budget.
+    """
     needs = TORNADO_MIN_PYTHON.get(version)
     if needs and _python_tuple(session) < needs:
         session.skip(
             f"tornado {version} requires Python >= {needs[0]}.{needs[1]}; "
             f"this session runs {session.python}"
         )
-    _all_tests(session, f"tornado=={version}", pins={"tornado": version})
+    dashboard = PACKAGES_DIR / PACKAGES["center"] / "tests" / "test_dashboard.py"
+    dirs = [*_test_dirs(["core"], integration=True), dashboard]
+    shorts = _install(session, list(PACKAGES), f"tornado=={version}")
+    _pytest(session, dirs, shorts, {"tornado": version})
 
 
 @nox.session(python=DEFAULT_PYTHON)
