@@ -38,7 +38,8 @@ from .errors import (
 from .protocol import BODY, HEAD, LARGE, SMALL, Decoder, Limits, frame_header
 from .security import Security, join_hint
 from .serialize import dumps, frame_kinds, loads
-from .timeouts import DEFAULTS, Timeouts
+from .timeouts import Timeouts
+from .timeouts import configured as configured_timeouts
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -567,7 +568,8 @@ def stream_addresses(stream: IOStream, scheme: str) -> tuple[str, str]:
 def set_tcp_options(sock, timeouts: Timeouts | None = None) -> None:
     """TCP keepalive and ``TCP_USER_TIMEOUT`` on a connected socket.
 
-    From ``timeouts`` (default :data:`~distributed_core.timeouts.DEFAULTS`):
+    From ``timeouts`` (default: :func:`distributed_core.timeouts.configured`,
+    the defaults with the ``timeouts.*`` configuration values):
     ``SO_KEEPALIVE`` with probes after ``tcp_keepalive_idle`` s of silence,
     every ``tcp_keepalive_interval`` s, the connection dropped after
     ``tcp_keepalive_count`` unanswered ones (seconds rounded up to whole
@@ -579,7 +581,7 @@ def set_tcp_options(sock, timeouts: Timeouts | None = None) -> None:
 
     .. versionadded:: 0.2.0
     """
-    t = timeouts or DEFAULTS
+    t = timeouts or configured_timeouts()
     if t.tcp_keepalive_idle is None or t.tcp_keepalive_idle <= 0:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
     else:
@@ -619,7 +621,7 @@ async def connect(
     authentication) are raised at once.
 
     ``timeouts`` (:class:`~distributed_core.timeouts.Timeouts`, default
-    :data:`~distributed_core.timeouts.DEFAULTS`) gives ``connect_timeout``
+    :func:`~distributed_core.timeouts.configured`) gives ``connect_timeout``
     and the TCP keepalive / ``TCP_USER_TIMEOUT`` settings applied to the
     socket (:func:`set_tcp_options`).
 
@@ -629,7 +631,7 @@ async def connect(
     """
     address = normalize_address(address)
     scheme, host, port = parse_address(address)
-    timeouts = timeouts or DEFAULTS
+    timeouts = timeouts or configured_timeouts()
     if timeout is None:
         timeout = timeouts.connect_timeout
     limits = limits or Limits()

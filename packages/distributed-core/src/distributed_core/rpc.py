@@ -19,7 +19,7 @@ from .errors import CommClosedError, CommTimeoutError, DecodeError
 from .failure import Failure
 from .protocol import Limits
 from .security import Security
-from .timeouts import DEFAULTS, Timeouts
+from .timeouts import Timeouts, configured
 
 __all__ = ["ConnectionPool", "rpc"]
 
@@ -36,7 +36,7 @@ class ConnectionPool:
     address is closed, or the caller waits for one to be released.
 
     ``timeouts`` (:class:`~distributed_core.timeouts.Timeouts`, default
-    :data:`~distributed_core.timeouts.DEFAULTS`) gives the default
+    :func:`~distributed_core.timeouts.configured`) gives the default
     ``connect_timeout`` and the TCP keepalive / ``TCP_USER_TIMEOUT`` settings
     of every connection it opens.
 
@@ -59,7 +59,7 @@ class ConnectionPool:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.limit = limit
         self.security = security
-        self.timeouts = timeouts or DEFAULTS
+        self.timeouts = timeouts or configured()
         self.connect_timeout = (
             self.timeouts.connect_timeout if connect_timeout is None else connect_timeout
         )

@@ -38,7 +38,7 @@ from .failure import Failure, error_reply
 from .netinfo import default_ip
 from .protocol import Limits
 from .security import Security
-from .timeouts import DEFAULTS, Timeouts
+from .timeouts import Timeouts, configured
 
 __all__ = ["Server"]
 
@@ -94,7 +94,7 @@ class Server:
         ``False`` for servers that never need user objects.
     timeouts
         :class:`~distributed_core.timeouts.Timeouts` (default
-        :data:`~distributed_core.timeouts.DEFAULTS`): the TCP keepalive and
+        :func:`~distributed_core.timeouts.configured`): the TCP keepalive and
         ``TCP_USER_TIMEOUT`` settings of every accepted connection.
 
     Peers running another Python major.minor exchange no pickles with it: a
@@ -133,7 +133,7 @@ class Server:
         self.limits = limits or _configured_limits()
         self.handshake_timeout = handshake_timeout
         self.allow_pickle = allow_pickle
-        self.timeouts = timeouts or DEFAULTS
+        self.timeouts = timeouts or configured()
         self.address: str | None = None
         self.comms: set[Comm] = set()
         self._tasks: set[asyncio.Task] = set()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["DEFAULTS", "Timeouts"]
+__all__ = ["DEFAULTS", "Timeouts", "configured"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,3 +81,17 @@ class Timeouts:
 
 #: The defaults: a vanished host is noticed in about 10 seconds.
 DEFAULTS = Timeouts()
+
+
+def configured() -> Timeouts:
+    """`DEFAULTS` with the ``timeouts.*`` values of :mod:`distributed_core.config`
+    (environment variables ``DISTRIBUTED_TIMEOUTS__<NAME>`` and config files).
+
+    What every connection uses for keepalive and ``TCP_USER_TIMEOUT`` when no
+    ``timeouts=`` is passed.
+    """
+    from . import config  # config's schema is built from this module
+
+    return Timeouts(
+        **{f.name: config.get(f"timeouts.{f.name}") for f in dataclasses.fields(Timeouts)}
+    )
