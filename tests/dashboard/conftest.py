@@ -139,8 +139,9 @@ def cluster():
         url = center.line("Dashboard at ")
         workers = []
         for i in range(n_workers):
+            # --no-nanny: the tests kill and stop the worker process itself
             w = Proc(["-m", "distributed_worker", address, "--host", "127.0.0.1",
-                      "--name", f"w{i}", "--ncores", "2"])  # fmt: skip
+                      "--name", f"w{i}", "--ncores", "2", "--no-nanny"])  # fmt: skip
             procs.append(w)
             w.address = w.line("Start worker at ")
             w.line("Registered with center at ")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 import urllib.request
 
 import psutil
@@ -52,9 +53,23 @@ async def send_tasks(center, first, count):
     comm.abort()
 
 
+def api(url, path):
+    """GET `path` of the dashboard whose link dcenter printed as `url`.
+
+    With the default secret (secure by default) that link carries
+    ``?token=...``; the API takes the token as a Bearer header.
+    """
+    base, _, query = url.partition("?")
+    token = urllib.parse.parse_qs(query).get("token", [""])[0]
+    request = urllib.request.Request(base + path)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return json.load(r)
+
+
 def completed(url):
-    with urllib.request.urlopen(url + "api/v1/workers", timeout=10) as r:
-        return json.load(r)["center"]["tasks_completed"]
+    return api(url, "api/v1/workers")["center"]["tasks_completed"]
 
 
 def test_center_memory_bounded_under_100000_tasks(cluster):
@@ -66,8 +81,7 @@ def test_center_memory_bounded_under_100000_tasks(cluster):
     asyncio.run(send_tasks(address, 20_000, 80_000))
     assert completed(url) == 100_000
     after = center.memory_info().rss
-    with urllib.request.urlopen(url + "api/v1/task-stream?since=0&limit=50000", timeout=10) as r:
-        tasks = json.load(r)["tasks"]
+    tasks = api(url, "api/v1/task-stream?since=0&limit=50000")["tasks"]
     assert len(tasks) == RING and tasks[-1][4] == f"inc-{99_999:032x}"
     growth = after - full
     print(f"center RSS after 20,000 tasks {full / 2**20:.1f} MiB, after 100,000 "

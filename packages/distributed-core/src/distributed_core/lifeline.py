@@ -38,6 +38,7 @@ LIFELINE_GRACE = 3.0
 class Lifeline:
     """The parent's side: one pipe shared by all the children it starts.
 
+    >>> from distributed_core.lifeline import Lifeline
     >>> lifeline = Lifeline()
     >>> kwargs = lifeline.popen_kwargs({"PATH": "/bin"})
     >>> sorted(kwargs)

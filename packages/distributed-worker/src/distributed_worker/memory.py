@@ -116,6 +116,7 @@ def parse_memory_limit(value, nprocs: int = 1, total: int | None = None) -> int 
 
     Raises `ValueError` saying what was wrong.
 
+    >>> from distributed_worker.memory import parse_memory_limit
     >>> parse_memory_limit("4GiB")
     4294967296
     >>> parse_memory_limit("500MB")
@@ -181,6 +182,7 @@ def parse_fraction(name: str, value):
 class MemoryPolicy:
     """What to do at a given memory use, for one worker.
 
+    >>> from distributed_worker.memory import MemoryPolicy
     >>> p = MemoryPolicy(1000)
     >>> p.action(rss=500)
     'ok'

@@ -29,6 +29,7 @@ def fallback_sizeof(value: Any, _depth: int = 0) -> int:
     1000); pandas objects ``memory_usage(deep=True)``; anything else
     ``sys.getsizeof``. Never raises.
 
+    >>> from distributed_worker.sizeof import fallback_sizeof
     >>> fallback_sizeof(b"x" * 1000)
     1000
     >>> fallback_sizeof([b"x" * 1000] * 3) > 3000
