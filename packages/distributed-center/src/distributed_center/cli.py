@@ -118,12 +118,14 @@ class StartupError(Exception):
 @click.option(
     "--require-client-cert",
     is_flag=True,
+    flag_value=True,  # click < 8.2 would take `not default()` of a callable default
     default=_cfg("security.require_client_cert"),
     help="Refuse TLS peers without a certificate signed by --tls-ca-file.",
 )
 @click.option(
     "--insecure",
     is_flag=True,
+    flag_value=True,  # click < 8.2 would take `not default()` of a callable default
     default=_cfg("security.insecure"),
     help="Accept peers without any secret or certificate (anyone who can reach the port "
     "can run code on the cluster). Without it, the default secret file is used.",

@@ -207,6 +207,7 @@ class StartupError(Exception):
 @click.option(
     "--insecure",
     is_flag=True,
+    flag_value=True,  # click < 8.2 would take `not default()` of a callable default
     default=_cfg("security.insecure"),
     help="Use no secret (for a center started with --insecure); anyone who can reach "
     "this worker's port can run code on it.",
