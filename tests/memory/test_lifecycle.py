@@ -29,6 +29,13 @@ def inc(x):
     return x + 1
 
 
+def _alive(process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def addresses(ex):
     return set(ex.scheduler_info()["workers"])
 
@@ -55,12 +62,16 @@ def test_kill_9_worker_under_nanny_is_replaced_and_map_completes(h):
             )  # fmt: skip
             os.kill(worker.pid, signal.SIGKILL)
             start = time.monotonic()
-            h.wait_for(
-                lambda: len(addresses(ex)) == 2 and addresses(ex) != before,
-                5, "a new worker registers",
-            )  # fmt: skip
+
+            def replaced():
+                """The nanny's new (live) worker, once the center lists it."""
+                kids = [c for c in h.worker_children(nanny) if c.pid != worker.pid and _alive(c)]
+                return (
+                    kids if kids and len(addresses(ex)) == 2 and addresses(ex) != before else None
+                )
+
+            (new,) = h.wait_for(replaced, 5, "a new worker registers")
             assert time.monotonic() - start < 5
-            (new,) = h.worker_children(nanny)
             assert new.pid != worker.pid
             thread.join(60)
             assert not thread.is_alive()
