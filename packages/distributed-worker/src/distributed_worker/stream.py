@@ -45,6 +45,9 @@ logger = logging.getLogger("distributed_worker.stream")
 #: errors that mean "the Center could not be reached or went away"
 CONNECTION_ERRORS = (CommClosedError, ProtocolError, OSError, asyncio.TimeoutError)
 
+#: times `CenterStream.close` cancels its background tasks (0.5 s apart) before giving up
+CLOSE_CANCEL_ROUNDS = 10
+
 #: task events kept while the Center does not take them fast enough; older ones are kept,
 #: newer ones dropped (and counted in ``events_dropped``)
 MAX_PENDING_EVENTS = 10_000
@@ -188,9 +191,21 @@ class CenterStream:
         if self._closing:
             return
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        for _ in range(CLOSE_CANCEL_ROUNDS if pending else 0):
+            # Cancel again if a task swallowed its cancellation (a cancel that
+            # lands as an inner wait_for completes is lost on Python < 3.12):
+            # close must never wait forever on its own background tasks.
+            for task in pending:
+                task.cancel()
+            done, pending = await asyncio.wait(pending, timeout=0.5)
+            for task in done:  # retrieve what they raised, as gather did
+                if not task.cancelled():
+                    task.exception()
+            if not pending:
+                break
+        if pending:
+            logger.warning("report stream tasks did not stop when cancelled: %s", pending)
         comm, self.comm = self.comm, None
         self._registered.clear()
         if comm is not None:
