@@ -349,20 +349,29 @@ class Session(DataMixin):
 
     # ------------------------------------------------------------------ feeding the state (loop thread)
 
-    def update_graph(self, tasks: Mapping, wants: Iterable = (), restrictions=None, order=None):
-        """Add tasks ``{key: ((function, args, kwargs, needed), deps)}``; see SchedulerState."""
+    def update_graph(
+        self, tasks: Mapping, wants: Iterable = (), restrictions=None, order=None, options=None
+    ):
+        """Add tasks ``{key: ((function, args, kwargs, needed), deps)}``; see SchedulerState.
+
+        `options` maps keys to their :class:`~distributed_client._options.TaskOptions`.
+        """
         self._check_open()
-        self.state.update_graph(tasks, wants=wants, restrictions=restrictions, order=order)
+        self.state.update_graph(
+            tasks, wants=wants, restrictions=restrictions, order=order, options=options
+        )
         self._kick()
 
-    def update_graph_or_fail(self, tasks: Mapping, wants=(), restrictions=None, order=None):
+    def update_graph_or_fail(
+        self, tasks: Mapping, wants=(), restrictions=None, order=None, options=None
+    ):
         """Like update_graph, but a bad graph fails its wanted keys instead of raising.
 
         For requests queued from other threads, whose caller cannot see an
         exception raised here.
         """
         try:
-            self.update_graph(tasks, wants, restrictions, order)
+            self.update_graph(tasks, wants, restrictions, order, options)
         except Exception as e:
             self.state.add_failed(wants, e)
             self._kick()

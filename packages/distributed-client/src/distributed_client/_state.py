@@ -72,6 +72,7 @@ from typing import Any
 
 from distributed_core.timeouts import DEFAULTS
 
+from ._options import DEFAULT_OPTIONS, TaskOptions
 from .errors import (
     CancelledError,
     KilledEveryWorker,
@@ -205,6 +206,7 @@ class TaskState:
         "pending",
         "avoid",
         "missing_count",
+        "options",
     )
 
     def __init__(self, key: Hashable, spec: Any, dependencies: Iterable, priority: int = 0):
@@ -239,6 +241,8 @@ class TaskState:
         self.avoid: set[str] = set()
         #: how often its compute came back missing-data (bounded)
         self.missing_count = 0
+        #: retries, priority, workers, resources (see _options.TaskOptions)
+        self.options: TaskOptions = DEFAULT_OPTIONS
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
@@ -530,6 +534,7 @@ class SchedulerState:
         wants: Iterable[Hashable] = (),
         restrictions: Mapping[Hashable, Iterable[str]] | None = None,
         order: Iterable[Hashable] | None = None,
+        options: Mapping[Hashable, TaskOptions] | None = None,
     ) -> None:
         """Add tasks ``{key: (spec, dependency keys)}`` and hold a reference to `wants`.
 
@@ -584,6 +589,9 @@ class SchedulerState:
                 ts = self.tasks[key]
                 if workers is not None:
                     ts.restrictions = frozenset(workers)
+        if options:
+            for key, opts in options.items():
+                self.tasks[key].options = opts
         for key in wants:
             ts = self.tasks[key]
             ts.wants += 1
