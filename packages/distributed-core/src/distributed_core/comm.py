@@ -700,7 +700,9 @@ async def connect(
     comm = Comm(stream, local, address, limits)
     hello_timeout = max(deadline - time.monotonic(), 1)
     try:
-        await asyncio.wait_for(comm.handshake("connector", security, name, client), timeout=hello_timeout)
+        await asyncio.wait_for(
+            comm.handshake("connector", security, name, client), timeout=hello_timeout
+        )
     except asyncio.TimeoutError:
         comm.abort()
         raise CommClosedError(
