@@ -284,7 +284,7 @@ class CenterState:
 
     def pin(self, keys: Iterable) -> None:
         """Keep ``keys`` when the clients that asked for them leave (named
-        datasets); see :meth:`Leases.pin <distributed_center.leases.Leases.pin>`."""
+        datasets); see :meth:`Leases.pin <distributed_center.Leases.pin>`."""
         self.leases.pin(check_keys(keys))
 
     def unpin(self, keys: Iterable) -> None:
