@@ -52,7 +52,7 @@ MAX_GONE = 100_000
 class ClientInfo:
     """What the Center knows about one client."""
 
-    __slots__ = ("id", "last_seen", "name", "registered")
+    __slots__ = ("id", "last_seen", "name", "owns", "registered")
 
     def __init__(self, client: str, last_seen: float, name=None, registered: bool = True):
         self.id = client  # the one string object shared by all its keys in ``owner``
@@ -61,6 +61,8 @@ class ClientInfo:
         #: False for a client known only from keys reported for it (it has
         #: not registered yet, or registered with a center that restarted)
         self.registered = registered
+        #: whether any key was ever reported for it (if not, release scans nothing)
+        self.owns = False
 
     def __repr__(self) -> str:
         return f"<ClientInfo {self.id} name={self.name!r}>"
@@ -139,14 +141,17 @@ class Leases:
 
         The caller deletes them on the workers. Keys reported for the client
         from now on are returned by :meth:`own` for deletion. Costs one pass
-        over the keys that have a client.
+        over the keys that have a client, unless no key was ever reported
+        for this one.
         """
         client = check_client(client)
-        self.clients.pop(client, None)
+        info = self.clients.pop(client, None)
         self.gone.pop(client, None)
         self.gone[client] = None
         while len(self.gone) > self.max_gone:
             del self.gone[next(iter(self.gone))]
+        if info is None or not info.owns:
+            return []  # every key reported for a client made it known, and `owns`
         owner = self.owner
         pinned = self.pinned
         freed = []
@@ -185,6 +190,7 @@ class Leases:
         info = self.clients.get(client)
         if info is None:
             info = self.clients[client] = ClientInfo(client, self.clock(), registered=False)
+        info.owns = True
         cid = info.id
         for key in keys:
             ids = owner.get(key)
