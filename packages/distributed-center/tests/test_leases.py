@@ -163,6 +163,7 @@ async def test_silent_client_is_released_after_client_timeout(
         await w.send({"op": "add_keys", "keys": ["k"], "client": "dies"})
         await w.send({"op": "add_keys", "keys": ["j"], "client": "lives"})
         await wait_until(lambda: center.state.n_keys == 2)
+
         async def lives_heartbeats():  # "dies" sends none
             await r.register_client(client="lives")
             return "k" in holder.deleted

@@ -321,3 +321,28 @@ def test_expired_client_is_told(short_cluster, tmp_path):
         assert "after 1.5s without a heartbeat" in read_line(proc, "WARNING:distributed_client")
     finally:
         stop(proc)
+
+
+def test_lease_with_a_center_that_keeps_no_leases():
+    """A center from before issue 10 answers 'unknown op': the lease stops, quietly."""
+    from distributed_client._lease import Lease
+    from distributed_core.testing import serve
+
+    async def main():
+        async with serve({"ncores": lambda comm: {}}) as server, rpc(server.address) as r:
+
+            class Session:
+                id = "c0ffee"
+                name = "client-c0ffee"
+                center_address = server.address
+
+                async def center_call(self, op, retry=True, **kwargs):
+                    return await r.call(op, **kwargs)
+
+            lease = Lease(Session())
+            lease.start()
+            await asyncio.wait_for(lease._task, POLL)  # ends after the first answer
+            assert lease.supported is False
+            await lease.close()  # sends nothing more, raises nothing
+
+    asyncio.run(main())
