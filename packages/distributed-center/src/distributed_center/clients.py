@@ -113,11 +113,20 @@ class ClientTracker:
         """Release the clients silent for ``client_timeout``; return their ids."""
         expired = self.leases.expired(self.client_timeout)
         for client in expired:
-            self._spawn(self.release(client, f"no heartbeat for {self.client_timeout:g}s"))
+            # forgotten now (a later round does not see it again), deleted in the background
+            keys = self._release(client, f"no heartbeat for {self.client_timeout:g}s")
+            if keys:
+                self._spawn(self._delete(keys))
         return expired
 
     async def release(self, client: str, reason: str) -> int:
         """Forget `client` and delete the keys only it asked for; return how many."""
+        keys = self._release(client, reason)
+        if keys:
+            await self._delete(keys)
+        return len(keys)
+
+    def _release(self, client: str, reason: str) -> list:
         keys = self.leases.release(client)
         logger.info("Released client %s (%s): deleting %d keys", client, reason, len(keys))
         self.center.events.add(
@@ -127,9 +136,7 @@ class ClientTracker:
             client=client,
             keys=len(keys),
         )
-        if keys:
-            await self._delete(keys)
-        return len(keys)
+        return keys
 
     async def close(self) -> None:
         """Cancel deletions still in progress (the center is closing)."""
