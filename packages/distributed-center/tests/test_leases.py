@@ -180,3 +180,33 @@ async def test_silent_client_is_released_after_client_timeout(
 def test_bad_client_timeout():
     with pytest.raises(ValueError, match="client_timeout must be positive"):
         Center(client_timeout=0)
+
+
+def test_release_finds_every_key_after_random_changes(fake_clock):
+    """The early stop of release (per-client counts) against a full scan."""
+    import random
+
+    rng = random.Random(10)
+    leases = Leases(clock=fake_clock)
+    clients = [f"c{i}" for i in range(5)]
+    keys = [f"k{i}" for i in range(60)]
+    for _ in range(300):
+        op = rng.random()
+        if op < 0.6:
+            leases.own(rng.choice(clients), rng.sample(keys, rng.randint(1, 5)))
+        elif op < 0.8:
+            leases.forget(rng.choice(keys))
+        else:
+            client = rng.choice(clients)
+            expected = sorted(
+                k
+                for k, ids in leases.owner.items()
+                if (ids == client if isinstance(ids, str) else client in ids)
+                and not isinstance(ids, set)
+            )
+            assert sorted(leases.release(client)) == expected
+            assert client not in leases.keys_of(client)
+            assert not leases.keys_of(client)
+            leases.heartbeat(client)  # back again, with no keys
+        for info in leases.clients.values():
+            assert info.nkeys == len(leases.keys_of(info.id))

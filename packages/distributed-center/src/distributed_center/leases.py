@@ -52,7 +52,7 @@ MAX_GONE = 100_000
 class ClientInfo:
     """What the Center knows about one client."""
 
-    __slots__ = ("id", "last_seen", "name", "owns", "registered")
+    __slots__ = ("id", "last_seen", "name", "nkeys", "registered")
 
     def __init__(self, client: str, last_seen: float, name=None, registered: bool = True):
         self.id = client  # the one string object shared by all its keys in ``owner``
@@ -61,8 +61,8 @@ class ClientInfo:
         #: False for a client known only from keys reported for it (it has
         #: not registered yet, or registered with a center that restarted)
         self.registered = registered
-        #: whether any key was ever reported for it (if not, release scans nothing)
-        self.owns = False
+        #: how many entries of ``Leases.owner`` name it (release stops when all are found)
+        self.nkeys = 0
 
     def __repr__(self) -> str:
         return f"<ClientInfo {self.id} name={self.name!r}>"
@@ -140,9 +140,9 @@ class Leases:
         """Forget `client`; return the keys only it asked for that are not pinned.
 
         The caller deletes them on the workers. Keys reported for the client
-        from now on are returned by :meth:`own` for deletion. Costs one pass
-        over the keys that have a client, unless no key was ever reported
-        for this one.
+        from now on are returned by :meth:`own` for deletion. Costs a pass
+        over the keys that have a client, newest first, that stops once all
+        of this client's keys were found (none for a client without keys).
         """
         client = check_client(client)
         info = self.clients.pop(client, None)
@@ -150,18 +150,26 @@ class Leases:
         self.gone[client] = None
         while len(self.gone) > self.max_gone:
             del self.gone[next(iter(self.gone))]
-        if info is None or not info.owns:
-            return []  # every key reported for a client made it known, and `owns`
+        if info is None or info.nkeys <= 0:
+            return []  # every key reported for a client made it known, and counted
         owner = self.owner
         pinned = self.pinned
         freed = []
         shared = []
-        for key, ids in owner.items():
+        left = info.nkeys
+        # newest first: a short-lived client's keys are near the end
+        for key, ids in reversed(owner.items()):
             if ids.__class__ is str:
-                if ids == client:
-                    freed.append(key)
+                if ids != client:
+                    continue
+                freed.append(key)
             elif client in ids:
                 shared.append(key)
+            else:
+                continue
+            left -= 1
+            if not left:
+                break
         for key in freed:
             del owner[key]
         for key in shared:
@@ -190,22 +198,34 @@ class Leases:
         info = self.clients.get(client)
         if info is None:
             info = self.clients[client] = ClientInfo(client, self.clock(), registered=False)
-        info.owns = True
         cid = info.id
+        added = 0
         for key in keys:
             ids = owner.get(key)
             if ids is None:
                 owner[key] = cid
             elif ids.__class__ is str:
-                if ids != cid:
-                    owner[key] = {ids, cid}
+                if ids == cid:
+                    continue
+                owner[key] = {ids, cid}
+            elif cid in ids:
+                continue
             else:
                 ids.add(cid)
+            added += 1
+        info.nkeys += added
         return []
 
     def forget(self, key: Hashable) -> None:
         """`key` has no holder any more: drop its client entry (not its pin)."""
-        self.owner.pop(key, None)
+        ids = self.owner.pop(key, None)
+        if ids is None:
+            return
+        clients = self.clients
+        for client in (ids,) if ids.__class__ is str else ids:
+            info = clients.get(client)
+            if info is not None:
+                info.nkeys -= 1
 
     def keys_of(self, client: str) -> list:
         """The keys `client` asked for that are still held (one pass over all)."""

@@ -462,7 +462,7 @@ class CenterState:
         held = self.has_what_map[address]
         wh = self.who_has_map
         nb = self.nbytes_map
-        owner = self.leases.owner
+        forget = self.leases.forget
         lost = []
         for key in keys:
             if key not in held:
@@ -473,7 +473,7 @@ class CenterState:
             if isinstance(holders, str):
                 del wh[key]
                 nb.pop(key, None)
-                owner.pop(key, None)
+                forget(key)
                 lost.append(key)
             else:
                 holders.discard(address)
