@@ -240,6 +240,9 @@ class Session(DataMixin):
             self._refresh_task.cancel()
         for t in list(self._tasks):
             t.cancel()
+        # the center releases what it holds for us (results still to come too): in
+        # parallel with our own deletes, within the same `timeout` (_lease.py)
+        leased = asyncio.ensure_future(self.lease.close(release, timeout))
         if release:
             keys: dict = {}
             for key, holders in self.state.take_report().delete.items():
@@ -261,7 +264,7 @@ class Session(DataMixin):
                     await asyncio.wait_for(self._delete(keys), timeout)
                 except Exception as e:
                     logger.info("could not delete %d keys while closing: %s", len(keys), e)
-        await self.lease.close(release, timeout)
+        await leased
         if self._delete_task is not None:
             self._delete_task.cancel()
         if self._deadline_handle is not None:
