@@ -21,6 +21,7 @@ Usage::
     python benchmarks/center_memory.py                 # 100,000 str keys, both methods
     python benchmarks/center_memory.py --keys 1000000 --key-type tuple
     python benchmarks/center_memory.py --method tracemalloc
+    python benchmarks/center_memory.py --client c1   # keys stored for a client (issue 10)
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-async def measure(n: int, key_type: str, method: str, batch: int) -> float:
+async def measure(n: int, key_type: str, method: str, batch: int, client=None) -> float:
     center = Center(heartbeat_interval=1, heartbeat_timeout=60)
     await center.listen("tcp://127.0.0.1:0")
     comm = await connect(center.address)
@@ -79,7 +80,8 @@ async def measure(n: int, key_type: str, method: str, batch: int) -> float:
             before = rss()
 
         for ks, nbytes in batches:
-            await comm.write({"op": "add_keys", "keys": ks, "nbytes": nbytes})
+            extra = {} if client is None else {"client": client}  # whose keys (issue 10)
+            await comm.write({"op": "add_keys", "keys": ks, "nbytes": nbytes, **extra})
         while center.state.n_keys < n:
             await asyncio.sleep(0.01)
         del batches
@@ -98,14 +100,14 @@ async def measure(n: int, key_type: str, method: str, batch: int) -> float:
         await center.close()
 
 
-def _child(n, key_type, method, batch, queue):
-    queue.put(asyncio.run(measure(n, key_type, method, batch)))
+def _child(n, key_type, method, batch, queue, client=None):
+    queue.put(asyncio.run(measure(n, key_type, method, batch, client)))
 
 
-def run(n: int, key_type: str, method: str, batch: int) -> float:
+def run(n: int, key_type: str, method: str, batch: int, client=None) -> float:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(n, key_type, method, batch, queue))
+    proc = ctx.Process(target=_child, args=(n, key_type, method, batch, queue, client))
     proc.start()
     result = queue.get(timeout=600)
     proc.join()
@@ -119,13 +121,14 @@ def main():
     parser.add_argument("--method", choices=["tracemalloc", "rss", "both"], default="both")
     parser.add_argument("--batch", type=int, default=1000, help="keys per add_keys message")
     parser.add_argument("--quick", action="store_true", help="10,000 keys (smoke test)")
+    parser.add_argument("--client", help="report the keys as this client's (issue 10)")
     args = parser.parse_args()
     if args.quick:
         args.keys = 10_000
     methods = ["tracemalloc", "rss"] if args.method == "both" else [args.method]
     print(f"Center memory, {args.keys:,} {args.key_type} keys from one worker, pid {os.getpid()}")
     for method in methods:
-        per_key = run(args.keys, args.key_type, method, args.batch)
+        per_key = run(args.keys, args.key_type, method, args.batch, args.client)
         verdict = "OK" if per_key <= TARGET else "OVER"
         print(
             f"  {method:<12} {per_key:8.0f} bytes/key   (target <= {TARGET}: {verdict})",

@@ -32,6 +32,7 @@ from distributed_core import (
 )
 
 from ._version import __version__
+from .clients import ClientTracker
 from .events import EventLog
 from .state import CenterState, check_workers
 
@@ -80,6 +81,14 @@ class Center(Server):
         listening: ``'host:port'``, a port, or ``''`` for the configured
         default (port 8788 on the center's host, or a free port when that
         one is busy). None (the default): no dashboard.
+    client_timeout
+        A client from which no heartbeat arrived for this many seconds (it
+        died without closing, or its host vanished) is released: the keys
+        only it asked for are deleted on the workers
+        (:mod:`distributed_center.clients`). Default:
+        ``timeouts.client_timeout`` from the configuration (30 s).
+
+        .. versionadded:: issue 10
     clock
         Monotonic clock for liveness (``time.monotonic``); tests pass a fake
         one and call :meth:`check_liveness` themselves.
@@ -106,6 +115,7 @@ class Center(Server):
         heartbeat_timeout: float | None = None,
         contact_address: str | None = None,
         dashboard_address: str | int | None = None,
+        client_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         name=None,
         limits=None,
@@ -134,6 +144,10 @@ class Center(Server):
         self.dashboard = None
         self.heartbeat_interval = float(heartbeat_interval)
         self.heartbeat_timeout = float(heartbeat_timeout)
+        if client_timeout is None:
+            client_timeout = config.get("timeouts.client_timeout")
+        #: clients: registration, heartbeats, release of their data (issue 10)
+        self.clients = ClientTracker(self, client_timeout)
         handlers = {
             "register": self.register,
             "unregister": self.unregister,
@@ -148,6 +162,7 @@ class Center(Server):
             "heartbeat": self.heartbeat,
             "versions": self.versions,
             "terminate": self.terminate,
+            **self.clients.handlers,
         }
         #: op -> handler(address, msg) for report-stream messages; a handler
         #: returning False ends the stream
@@ -237,6 +252,7 @@ class Center(Server):
         for task in beats:
             task.cancel()
         await asyncio.gather(*beats, return_exceptions=True)
+        await self.clients.close()
         await self._pool.close()
         await super().close()
         if self._finished is None:
@@ -395,6 +411,7 @@ class Center(Server):
             keys=self.state.n_keys,
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_timeout=self.heartbeat_timeout,
+            clients=len(self.state.leases.clients),
         )
         return info
 
@@ -472,6 +489,7 @@ class Center(Server):
         tasks = msg.get("tasks")  # task events riding on the batch (task_events announced)
         if tasks:
             self.events.add_task_events(address, tasks)
+        self.clients.added(address, msg)
 
     def _stream_remove_keys(self, address: str, msg: dict) -> None:
         self.state.remove_keys(address, msg.get("keys", ()))
@@ -540,6 +558,7 @@ class Center(Server):
         dropped = self.state.stale_workers(self.heartbeat_timeout)
         for address in dropped:
             self._remove_worker(address, f"nothing heard for {self.heartbeat_timeout:g}s")
+        self.clients.check()
         beaten = []
         for address in self.state.heartbeats_due(self.heartbeat_interval):
             comm = self.streams.get(address)

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from .leases import Leases
+
 __all__ = ["CenterState", "WorkerInfo"]
 
 _COLLECTIONS = (list, tuple, set, frozenset)
@@ -162,6 +164,8 @@ class CenterState:
         self.nbytes_map: dict[Hashable, int] = {}
         #: address -> WorkerInfo
         self.workers_map: dict[str, WorkerInfo] = {}
+        #: which client asked for which key, and pinned keys (issue 10)
+        self.leases = Leases(clock)
 
     # ------------------------------------------------------------------ sizes
 
@@ -278,6 +282,15 @@ class CenterState:
             self._remove(self.workers_map[address], held)
         return by_holder
 
+    def pin(self, keys: Iterable) -> None:
+        """Keep ``keys`` when the clients that asked for them leave (named
+        datasets); see :meth:`Leases.pin <distributed_center.Leases.pin>`."""
+        self.leases.pin(check_keys(keys))
+
+    def unpin(self, keys: Iterable) -> None:
+        """Undo one :meth:`pin` of each of ``keys``."""
+        self.leases.unpin(check_keys(keys))
+
     def heartbeat(self, address: str, metrics: dict | None = None) -> bool:
         """Note that ``address`` is alive. Returns False if it is not registered."""
         address = check_address(address)
@@ -328,6 +341,7 @@ class CenterState:
         now = self.clock()
         for info in self.workers_map.values():
             info.last_seen = min(info.last_seen + seconds, now)
+        self.leases.excuse(seconds)
 
     # ---------------------------------------------------------------- queries
 
@@ -448,6 +462,7 @@ class CenterState:
         held = self.has_what_map[address]
         wh = self.who_has_map
         nb = self.nbytes_map
+        forget = self.leases.forget
         lost = []
         for key in keys:
             if key not in held:
@@ -458,6 +473,7 @@ class CenterState:
             if isinstance(holders, str):
                 del wh[key]
                 nb.pop(key, None)
+                forget(key)
                 lost.append(key)
             else:
                 holders.discard(address)

@@ -36,6 +36,7 @@ from distributed_core.timeouts import DEFAULTS
 
 from ._data import DataMixin, WorkerUnreachable, as_exception
 from ._lanes import WorkerLink
+from ._lease import Lease
 from ._state import RoundTrip, SchedulerState, in_flight_target
 from .errors import CenterTimeoutError, NotACenterError, NoWorkersError
 
@@ -128,8 +129,13 @@ class Session(DataMixin):
         )
         self._center_rpc = rpc(self.center_address, pool=self.center_pool)
         self.pool = ConnectionPool(
-            limit=512, security=security, connect_timeout=worker_connect_timeout, name=self.name
+            limit=512,
+            security=security,
+            connect_timeout=worker_connect_timeout,
+            name=self.name,
+            client=self.id,  # workers report what we store as ours (issue 10, _lease.py)
         )
+        self.lease = Lease(self)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.status = "created"
         self._wait_futures: set[asyncio.Future] = set()
@@ -195,6 +201,7 @@ class Session(DataMixin):
                 f"(start one with `python -m distributed_center`, or use LocalCluster())"
             ) from None
         self.status = "running"
+        self.lease.start()
 
     async def _first_contact(self) -> None:
         """The first call to the center; tells a worker's address from a center's."""
@@ -233,6 +240,9 @@ class Session(DataMixin):
             self._refresh_task.cancel()
         for t in list(self._tasks):
             t.cancel()
+        # the center releases what it holds for us (results still to come too): in
+        # parallel with our own deletes, within the same `timeout` (_lease.py)
+        leased = asyncio.ensure_future(self.lease.close(release, timeout))
         if release:
             keys: dict = {}
             for key, holders in self.state.take_report().delete.items():
@@ -254,6 +264,7 @@ class Session(DataMixin):
                     await asyncio.wait_for(self._delete(keys), timeout)
                 except Exception as e:
                     logger.info("could not delete %d keys while closing: %s", len(keys), e)
+        await leased
         if self._delete_task is not None:
             self._delete_task.cancel()
         if self._deadline_handle is not None:
@@ -511,6 +522,7 @@ class Session(DataMixin):
                 security=self.security,
                 connect_timeout=self.pool.connect_timeout,
                 name=self.name,
+                client=self.id,
             )
         on_reply = functools.partial(
             self._on_compute_reply, worker, key, msg.get("who_has"), self.loop.time()

@@ -255,10 +255,30 @@ class Pool(ClientBase):
         self._accepting = False
 
     def join(self):
-        """Wait for everything submitted to finish; call :meth:`close` first."""
+        """Wait for everything submitted to finish, then disconnect and delete
+        the pool's data on the cluster (gather results first); call
+        :meth:`close` first.
+
+        .. versionchanged:: issue 10
+           Disconnects and deletes the pool's data (it only waited before).
+        """
         if self._accepting:
             raise ValueError("Pool is still running: call close() before join()")
-        return self._sync(self._join)
+        if self.asynchronous:
+            return self._join_and_close()
+        if self.session is None or self.session.closed:
+            return None
+        try:
+            self._sync(self._join)
+        finally:
+            ClientBase.close(self)
+        return None
+
+    async def _join_and_close(self):
+        try:
+            await self._join()
+        finally:
+            await self._aclose()
 
     async def _join(self):
         if self._outstanding and self._idle is not None:

@@ -172,6 +172,8 @@ _TIMEOUT_HELP = {
     "fetch_timeout": "Seconds of silence after which a peer fetch fails.",
     "center_timeout": "Seconds a client call waits for the center.",
     "no_workers_timeout": "Seconds a task waits for a live worker.",
+    "client_timeout": "Seconds without a heartbeat after which the center releases "
+    "a client's data.",
     "allowed_failures": "Deaths of a task's worker before the task raises KilledWorker.",
     "tcp_keepalive_idle": "Seconds of silence before TCP keepalive probes start.",
     "tcp_keepalive_interval": "Seconds between TCP keepalive probes.",

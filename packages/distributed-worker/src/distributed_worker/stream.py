@@ -223,9 +223,10 @@ class CenterStream:
 
     # -- reports ---------------------------------------------------------------
 
-    def add(self, nbytes: Mapping) -> None:
-        """Report that the keys of `nbytes` (``{key: size}``) are now held."""
-        self.batch.add(nbytes)
+    def add(self, nbytes: Mapping, client: str | None = None) -> None:
+        """Report that the keys of `nbytes` (``{key: size}``) are now held
+        (for `client`, a client's id, when given: see `ReportBatch`)."""
+        self.batch.add(nbytes, client)
         self._wake()
 
     def remove(self, keys) -> None:

@@ -419,6 +419,9 @@ class Worker(Server):
         Center and listed in the reply (``'fetched': {key: nbytes}``), so
         later fetches can use this worker (the client then deletes them with
         the key).
+        Issue 10: when the connection's hello names a client (``"client"``),
+        the result is reported to the Center as that client's, so the Center
+        can release it when the client leaves, even if it finishes after.
         Replies carry ``'duration'``: seconds spent running the function
         (the client sizes its pipeline from it; a worker that sends it
         understands `pending`).
@@ -497,7 +500,7 @@ class Worker(Server):
         self.arrivals.stored(key)
         self._after_store(nbytes)
         if report:
-            self.stream.add({key: nbytes})
+            self.stream.add({key: nbytes}, client_of(comm))
         if failed is None and self.stream.task_events:
             status = "error" if isinstance(value, Failure) else "OK"
             self.stream.task_done([key, start, stop, thread, status, nbytes])
@@ -527,7 +530,8 @@ class Worker(Server):
         any earlier removal of the same keys), the stream is flushed, and then
         one ``add_keys`` request to the Center confirms them. If the stream is
         down, the next registration (which carries every key held) confirms
-        them instead.
+        them instead. Keys sent by a client (its id in the hello) are
+        reported as that client's (issue 10), like `compute` results.
         """
         if self.paused and data:
             raise WorkerPausedError(
@@ -539,7 +543,7 @@ class Worker(Server):
         nbytes = self.store.update(data)
         self._after_store(sum(nbytes.values()))
         if report and nbytes:
-            await self._confirm(nbytes)
+            await self._confirm(nbytes, client_of(comm))
         return {"keys": list(nbytes), "nbytes": nbytes}
 
     def delete_data(self, comm, keys=None, report=True) -> str:
@@ -568,7 +572,7 @@ class Worker(Server):
             **self.memory_metrics(),
             "registered": self.stream.comm is not None,
             # compute fields this worker understands beyond the first release's
-            "features": ["pending", "keep_inputs"],
+            "features": ["pending", "keep_inputs", "client"],
             "versions": {
                 "distributed-worker": __version__,
                 "distributed-core": distributed_core.__version__,
@@ -681,7 +685,7 @@ class Worker(Server):
             self.stream.task_done(["transfer", address, len(result), nbytes, start, time.time()])
         return result
 
-    async def _confirm(self, nbytes: dict) -> None:
+    async def _confirm(self, nbytes: dict, client: str | None = None) -> None:
         """Return once the Center lists the keys of `nbytes` for this worker.
 
         Bounded by ``connect_timeout`` in all: flushing the report stream, the
@@ -689,7 +693,7 @@ class Worker(Server):
         left of it (a Center that stopped answering does not hold the caller
         longer); then `TimeoutError` says the data is stored but unconfirmed.
         """
-        self.stream.add(nbytes)
+        self.stream.add(nbytes, client)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         while True:
@@ -886,6 +890,16 @@ def _fmt(n) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+def client_of(comm) -> str | None:
+    """The client id the peer's hello named (issue 10), or None.
+
+    The Center is told which client a stored key is for (``add_keys`` with
+    ``client``), so that it can release the key when that client leaves.
+    """
+    client = (getattr(comm, "peer_info", None) or {}).get("client")
+    return client if isinstance(client, str) and client else None
 
 
 def _resolve(fut: asyncio.Future, value) -> None:
