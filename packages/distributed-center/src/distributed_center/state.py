@@ -32,7 +32,16 @@ _COLLECTIONS = (list, tuple, set, frozenset)
 class WorkerInfo:
     """What the Center knows about one worker (besides its keys)."""
 
-    __slots__ = ("address", "last_sent", "last_seen", "metrics", "name", "nbytes", "ncores")
+    __slots__ = (
+        "address",
+        "last_sent",
+        "last_seen",
+        "metrics",
+        "name",
+        "nbytes",
+        "ncores",
+        "resources",
+    )
 
     def __init__(self, address: str, name: Any, ncores: int, last_seen: float):
         self.address = address
@@ -42,6 +51,7 @@ class WorkerInfo:
         self.last_seen = last_seen  # on the state's (monotonic) clock
         self.last_sent = last_seen  # when the center last sent it a heartbeat
         self.metrics: dict = {}  # what its last heartbeat reported
+        self.resources: dict = {}  # what it declared (``--resources``), issue 10
 
     def __repr__(self) -> str:
         return f"<WorkerInfo {self.address} name={self.name!r} ncores={self.ncores}>"
@@ -134,6 +144,28 @@ def check_name(name: Any) -> Any:
     return name
 
 
+def check_resources(resources: Any) -> dict:
+    if resources is None:
+        return {}
+    if not isinstance(resources, dict):
+        raise TypeError(
+            f"resources must be a dict {{name: amount}}, got {type(resources).__name__} "
+            f"{_short(resources)}"
+        )
+    for name, amount in resources.items():
+        if (
+            not isinstance(name, str)
+            or not isinstance(amount, (int, float))
+            or isinstance(amount, bool)
+            or not amount >= 0
+        ):
+            raise TypeError(
+                f"resources[{_short(name)}] must be a number >= 0 under a str name, "
+                f"got {_short(amount)}"
+            )
+    return dict(resources)
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -162,6 +194,9 @@ class CenterState:
         self.nbytes_map: dict[Hashable, int] = {}
         #: address -> WorkerInfo
         self.workers_map: dict[str, WorkerInfo] = {}
+        #: keys that must outlive the clients that made them (published
+        #: datasets); whoever releases a gone client's keys skips these
+        self.pinned: dict[Hashable, int] = {}
 
     # ------------------------------------------------------------------ sizes
 
@@ -186,6 +221,7 @@ class CenterState:
         ncores: int = 1,
         name: Any = None,
         nbytes: dict | None = None,
+        resources: dict | None = None,
     ) -> bool:
         """Add a worker, or refresh a known one.
 
@@ -199,6 +235,7 @@ class CenterState:
         ncores = check_ncores(ncores)
         name = check_name(name)
         nbytes = check_nbytes(nbytes)
+        resources = check_resources(resources)
 
         info = self.workers_map.get(address)
         new = info is None
@@ -217,6 +254,7 @@ class CenterState:
                 wanted.update(nbytes)
                 stale = [k for k in held if k not in wanted]
                 self._remove(info, stale)
+        info.resources = resources
         self._add(info, keys, nbytes)
         return new
 
@@ -329,6 +367,41 @@ class CenterState:
         for info in self.workers_map.values():
             info.last_seen = min(info.last_seen + seconds, now)
 
+    # ------------------------------------------------------------------ pins
+
+    def pin(self, keys: Iterable) -> None:
+        """Keep ``keys`` whatever happens to the clients that made them.
+
+        Pins are counted: a key pinned twice (two datasets naming it) stays
+        pinned until unpinned twice. The tables of holders are not touched:
+        pinning only tells :meth:`is_pinned` (and whoever releases the keys
+        of a closed or dead client) to leave the key alone. (Issue 10.)
+        """
+        keys = check_keys(keys)
+        pinned = self.pinned
+        for key in keys:
+            pinned[key] = pinned.get(key, 0) + 1
+
+    def unpin(self, keys: Iterable) -> list:
+        """Undo one :meth:`pin` of each key; return the keys no longer pinned at all."""
+        keys = check_keys(keys)
+        pinned = self.pinned
+        free = []
+        for key in keys:
+            n = pinned.get(key)
+            if n is None:
+                continue
+            if n <= 1:
+                del pinned[key]
+                free.append(key)
+            else:
+                pinned[key] = n - 1
+        return free
+
+    def is_pinned(self, key: Hashable) -> bool:
+        """Whether ``key`` is pinned (named by a published dataset)."""
+        return key in self.pinned
+
     # ---------------------------------------------------------------- queries
 
     def who_has(self, keys: Iterable | None = None) -> dict:
@@ -371,7 +444,7 @@ class CenterState:
         return {k: nb[k] for k in check_keys(keys) if k in nb}
 
     def workers(self) -> dict:
-        """``{worker: {'name', 'ncores', 'nkeys', 'nbytes', 'last_seen', 'metrics'}}``.
+        """``{worker: {'name', 'ncores', 'nkeys', 'nbytes', 'last_seen', 'metrics', 'resources'}}``.
 
         ``last_seen`` is a wall-clock timestamp (``time.time()`` scale).
         """
@@ -384,6 +457,7 @@ class CenterState:
                 "nbytes": info.nbytes,
                 "last_seen": info.last_seen + offset,
                 "metrics": info.metrics,
+                "resources": info.resources,
             }
             for address, info in self.workers_map.items()
         }

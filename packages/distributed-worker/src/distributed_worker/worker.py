@@ -17,6 +17,7 @@ Ops served (see docs/dev/contracts.md)::
                                            (update_data raises WorkerPausedError while paused)
     keys()                              -> [key, ...]
     identity()                          -> {'type': 'Worker', 'address', 'center', ...}
+    upload_file(filename, data, load=True) -> {'filename', 'modules': [...]}
     terminate()                         -> 'OK', then the worker unregisters and closes
 """
 
@@ -44,6 +45,7 @@ from distributed_core import (
     dumps,
     normalize_address,
     parse_address,
+    parse_resources,
     rpc,
     unparse_address,
 )
@@ -56,6 +58,7 @@ from .memory import DEFAULT_FRACTIONS, MemoryPolicy, parse_fraction, parse_memor
 from .store import DataStore, check_key, check_keys, sizeof
 from .stream import CenterStream
 from .substitute import substitute
+from .uploads import Uploads
 
 __all__ = ["Worker"]
 
@@ -150,6 +153,13 @@ class Worker(Server):
         seconds after which a worker that lost its Center (and could not
         register again) closes by itself, setting ``death`` to a reason.
         None (default): it keeps trying to reconnect forever.
+    resources
+        abstract resources this worker offers, ``{"GPU": 2, "MEM": 8e9}`` or
+        ``"GPU=2,MEM=8e9"`` (default: the ``worker.resources`` configuration
+        key, else none). Reported by ``identity`` and to the Center; clients
+        place tasks that ask for resources only where they are free.
+
+        .. versionadded:: issue 10
 
     .. versionadded:: issue 9
        memory limits, spilling, pausing, ``death_timeout``.
@@ -179,6 +189,7 @@ class Worker(Server):
         local_directory: str | None = None,
         memory_monitor_interval: float = 0.1,
         death_timeout: float | None = None,
+        resources=None,
     ) -> None:
         handlers = {
             "compute": self.compute,
@@ -188,6 +199,7 @@ class Worker(Server):
             "keys": self.keys,
             "identity": self._identity_op,
             "terminate": self.terminate,
+            "upload_file": self.upload_file,
         }
         super().__init__(handlers, security=security, name=name, limits=limits)
         if connect_timeout is None:
@@ -198,6 +210,12 @@ class Worker(Server):
         if ncores is not None and (not isinstance(ncores, int) or ncores < 1):
             raise ValueError(f"ncores must be a positive integer, got {ncores!r}")
         self.ncores = ncores or os.cpu_count() or 1
+        if resources is None:
+            resources = config.get("worker.resources")
+        #: ``{name: amount}`` this worker offers (``--resources``)
+        self.resources: dict[str, float] = parse_resources(resources) or {}
+        #: files shipped by ``upload_file`` (uploads.py)
+        self.uploads = Uploads(local_directory)
         if heartbeat_interval is not None and heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval!r}")
         self.connect_timeout = connect_timeout
@@ -246,7 +264,8 @@ class Worker(Server):
         )
         self.stream = CenterStream(
             self.center,
-            info=lambda: {"address": self.address, "ncores": self.ncores, "name": self.name},
+            info=self._register_info,
+            on_registered=self._on_registered,
             snapshot=self.store.snapshot,
             metrics=self._metrics,
             security=self.security,
@@ -365,6 +384,7 @@ class Worker(Server):
             await asyncio.gather(self._monitor_task, return_exceptions=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()  # removes the spill directory
+        self.uploads.close()
         self._closed.set()
 
     async def finished(self) -> None:
@@ -567,6 +587,7 @@ class Worker(Server):
             "memory": self._memory(),
             **self.memory_metrics(),
             "registered": self.stream.comm is not None,
+            "resources": dict(self.resources),
             # compute fields this worker understands beyond the first release's
             "features": ["pending", "keep_inputs"],
             "versions": {
@@ -579,6 +600,33 @@ class Worker(Server):
 
     def _identity_op(self, comm) -> dict:
         return self.identity()
+
+    def upload_file(self, comm, filename=None, data=None, load=True) -> dict:
+        """Write a ``.py``/``.zip``/``.egg``/``.pyz`` file here, put it on
+        ``sys.path`` and (re)import its modules (uploads.py); a file that does not
+        compile or import raises that error. Added for issue 10."""
+        modules = self.uploads.install(filename, data, load=load)
+        return {"filename": filename, "modules": modules}
+
+    def _register_info(self) -> dict:
+        info = {"address": self.address, "ncores": self.ncores, "name": self.name}
+        if self.resources:
+            info["resources"] = dict(self.resources)  # sent to centers that take it
+        return info
+
+    def _on_registered(self, reply: dict) -> None:
+        """Install the files the Center keeps for workers that join (issue 10)."""
+        uploads = reply.get("uploads")
+        if not isinstance(uploads, list):
+            return
+        for item in uploads:
+            try:
+                filename, data = item
+                self.uploads.install(filename, data)
+            except Exception as e:  # noqa: BLE001 - one bad file must not stop the worker
+                logger.error(
+                    "could not install uploaded file %r: %s: %s", item[:1], type(e).__name__, e
+                )
 
     def terminate(self, comm) -> str:
         """Reply OK, then unregister and shut down."""
