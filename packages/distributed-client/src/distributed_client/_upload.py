@@ -1,14 +1,14 @@
 """``Executor.upload_file``: ship a module or a zip to every worker, now and later.
 
-How (issue 10): the file goes first to the center, which keeps it (at most
-``center.max_upload_bytes`` of files in all) and hands it to every worker
-that registers from then on: a worker started later, or one its nanny
-restarted, installs it before it registers. Then the client asks the center
-for the current workers and sends the file to each, which writes it into its
-own directory, puts it on ``sys.path`` and (re)imports it. Any worker that
-registered before the center kept the file is in that list, so none is
-missed. Each worker's answer is awaited at most ``timeout`` seconds
-(default ``center_timeout``).
+How (issue 10): the client sends the file to every current worker, which
+writes it into its own directory, puts it on ``sys.path`` and (re)imports it;
+an error there (the module raises on import) stops the upload. Then the
+center keeps the file (at most ``center.max_upload_bytes`` of files in all)
+and hands it to every worker that registers from then on: a worker started
+later, or one its nanny restarted, installs it as it registers. Last, the
+client sends it to any worker that registered between its first look and the
+center keeping the file, so none is missed. Each worker's answer is awaited
+at most ``timeout`` seconds (default ``center_timeout``).
 """
 
 from __future__ import annotations
@@ -55,23 +55,15 @@ def read_upload(path) -> tuple[str, bytes]:
 
 
 async def upload_file(executor, filename: str, data: bytes, load: bool = True, timeout=None):
-    """Keep the file at the center, install it on every current worker.
+    """Install the file on every current worker, then keep it at the center for later ones.
 
     Returns ``{worker: [modules imported]}``. A worker that fails to import
-    it raises that error (naming the worker); a worker that is gone is
-    skipped (if it comes back, the center gives it the file).
+    it raises that error (naming the worker), and the center does not keep
+    the file; a worker that is gone is skipped.
     """
     session = executor.session
     if timeout is None:
         timeout = session.center_timeout
-    try:
-        await session.center_call("upload_file", filename=filename, data=data)
-    except ValueError as e:
-        if _unsupported(e, session.center_address):
-            raise _old_center(session.center_address, "upload_file") from None
-        raise
-    await session.refresh_workers()
-    workers = sorted(session.state.workers)
     msg = {"op": "upload_file", "reply": True, "filename": filename, "data": data, "load": load}
 
     async def one(worker):
@@ -83,15 +75,32 @@ async def upload_file(executor, filename: str, data: bytes, load: bool = True, t
                 f"(center_timeout); it may be busy importing it"
             ) from None
 
-    results = await asyncio.gather(*(one(w) for w in workers), return_exceptions=True)
-    out = {}
-    for worker, r in zip(workers, results):
-        if isinstance(r, WorkerUnreachable):
-            session._worker_failed(worker, blame=False)
-            continue
-        if isinstance(r, BaseException):
-            if hasattr(r, "add_note"):
-                r.add_note(f"(while installing {filename!r} on worker {worker})")
-            raise r
-        out[worker] = list(r.get("modules", ())) if isinstance(r, dict) else []
+    async def to_workers(workers) -> dict:
+        results = await asyncio.gather(*(one(w) for w in workers), return_exceptions=True)
+        out = {}
+        for worker, r in zip(workers, results):
+            if isinstance(r, WorkerUnreachable):
+                session._worker_failed(worker, blame=False)
+                continue
+            if isinstance(r, BaseException):
+                if hasattr(r, "add_note"):
+                    r.add_note(f"(while installing {filename!r} on worker {worker})")
+                raise r
+            out[worker] = list(r.get("modules", ())) if isinstance(r, dict) else []
+        return out
+
+    # 1. the current workers: an import error stops here, before the center keeps it
+    await session.refresh_workers()
+    first = sorted(session.state.workers)
+    out = await to_workers(first)
+    # 2. the center gives it to every worker that registers from now on
+    try:
+        await session.center_call("upload_file", filename=filename, data=data)
+    except ValueError as e:
+        if _unsupported(e, session.center_address):
+            raise _old_center(session.center_address, "upload_file") from None
+        raise
+    # 3. workers that registered between 1 and 2 got it from neither
+    await session.refresh_workers()
+    out.update(await to_workers(sorted(set(session.state.workers) - set(first))))
     return out
