@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
@@ -154,3 +155,34 @@ def test_cli_rejects_bad_resources():
     assert result.returncode != 0
     assert result.stderr.strip().startswith("dworker: error: bad --resources"), result.stderr
     assert "NAME=AMOUNT" in result.stderr and "Traceback" not in result.stderr
+
+
+@gen_test()
+async def test_update_data_confirms_keys_without_their_sizes():
+    """Issue 10: the sizes of scattered keys travel on the report stream only; the
+    confirming add_keys names the keys (a map of all of them would cost the center
+    memory for good, as msgpack interns map keys)."""
+    center = Center(heartbeat_interval=0.2, heartbeat_timeout=2)
+    await center.listen("tcp://127.0.0.1:0")
+    confirmations = []
+    add_keys = center.handlers["add_keys"]
+
+    def spy(comm, address, keys=(), nbytes=None):
+        confirmations.append((list(keys), nbytes))
+        return add_keys(comm, address, keys, nbytes)
+
+    center.handlers["add_keys"] = spy
+    w = Worker(center.address, ncores=1)
+    try:
+        await w.start("tcp://127.0.0.1:0")
+        async with rpc(w.address) as r:
+            reply = await r.update_data(data={"a": b"x" * 1000, "b": 2}, report=True)
+        assert confirmations == [(["a", "b"], None)]
+        for _ in range(500):  # the stream's batch may be read after the confirmation
+            if center.state.nbytes(["a", "b"]) == reply["nbytes"]:
+                break
+            await asyncio.sleep(0.01)
+        assert center.state.nbytes(["a", "b"]) == reply["nbytes"]  # from the stream
+    finally:
+        await w.close()
+        await center.close()

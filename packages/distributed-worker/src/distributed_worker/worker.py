@@ -750,10 +750,11 @@ class Worker(Server):
                     await asyncio.wait_for(
                         asyncio.shield(self.stream.flush()), max(deadline - loop.time(), 0)
                     )
+                    # keys only: their sizes went on the stream just before, in
+                    # batches (a map of every key would cost the center memory
+                    # for good: msgpack interns map keys; issue 10)
                     reply = await asyncio.wait_for(
-                        self.center_rpc.add_keys(
-                            address=self.address, keys=list(nbytes), nbytes=nbytes
-                        ),
+                        self.center_rpc.add_keys(address=self.address, keys=list(nbytes)),
                         max(deadline - loop.time(), 0),
                     )
                 except asyncio.TimeoutError:
