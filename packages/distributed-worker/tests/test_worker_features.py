@@ -186,3 +186,61 @@ async def test_update_data_confirms_keys_without_their_sizes():
     finally:
         await w.close()
         await center.close()
+
+
+def test_resource_pool_accounting():
+    from distributed_worker.resources import ResourcePool
+
+    pool = ResourcePool({"GPU": 2.0})
+    need = pool.check({"GPU": 1})
+    assert need == {"GPU": 1.0} and pool.fits(need)
+    pool.take(need)
+    pool.take(need)
+    assert not pool.fits(need) and pool.free == {"GPU": 0.0}
+    pool.release(need)
+    assert pool.free == {"GPU": 1.0}
+    with pytest.raises(
+        ValueError, match=r"needs resources GPU=3, more than this worker declares \(GPU=2\)"
+    ):
+        pool.check({"GPU": 3})
+    with pytest.raises(ValueError, match=r"FPGA=1.*declares \(GPU=2\)"):
+        pool.check("FPGA=1")
+
+
+def _hold(seconds):
+    import time
+
+    start = time.monotonic()
+    time.sleep(seconds)
+    return (start, time.monotonic())
+
+
+@gen_test()
+async def test_computes_wait_for_free_resources():
+    """Two tasks needing GPU=1 on a worker with GPU=1 (and 3 threads) run one
+    after the other."""
+    import cloudpickle
+
+    center = Center(heartbeat_interval=0.2, heartbeat_timeout=2)
+    await center.listen("tcp://127.0.0.1:0")
+    w = Worker(center.address, ncores=3, resources={"GPU": 1})
+    try:
+        await w.start("tcp://127.0.0.1:0")
+        assert "resources" in w.identity()["features"]
+        hold = cloudpickle.loads(cloudpickle.dumps(_hold))
+
+        async def run(key, resources):
+            async with rpc(w.address) as r:
+                return await r.compute(function=hold, key=key, args=(0.2,), resources=resources)
+
+        replies = await asyncio.gather(run("a", {"GPU": 1}), run("b", {"GPU": 1}), run("c", None))
+        assert [r["status"] for r in replies] == ["OK"] * 3
+        async with rpc(w.address) as r:
+            (a0, a1), (b0, b1) = (await r.get_data(keys=["a", "b"])).values()
+            assert a1 <= b0 or b1 <= a0, "both GPU tasks ran at once"
+            assert w.resource_pool.free == {"GPU": 1.0}
+            with pytest.raises((ValueError, RemoteError), match="more than this worker declares"):
+                await r.compute(function=hold, key="d", args=(0,), resources={"GPU": 2})
+    finally:
+        await w.close()
+        await center.close()

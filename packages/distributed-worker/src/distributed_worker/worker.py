@@ -55,6 +55,7 @@ from ._version import __version__
 from .ahead import LocalArrivals
 from .fetch import FetchTimeoutError, fetch_from_peers
 from .memory import DEFAULT_FRACTIONS, MemoryPolicy, parse_fraction, parse_memory_limit
+from .resources import ResourcePool
 from .store import DataStore, check_key, check_keys, sizeof
 from .stream import CenterStream
 from .substitute import substitute
@@ -214,6 +215,7 @@ class Worker(Server):
             resources = config.get("worker.resources")
         #: ``{name: amount}`` this worker offers (``--resources``)
         self.resources: dict[str, float] = parse_resources(resources) or {}
+        self.resource_pool = ResourcePool(self.resources)  # held by running tasks
         #: files shipped by ``upload_file`` (uploads.py)
         self.uploads = Uploads(local_directory)
         if heartbeat_interval is not None and heartbeat_interval <= 0:
@@ -411,6 +413,7 @@ class Worker(Server):
         report=True,
         pending=(),
         keep_inputs=False,
+        resources=None,
     ) -> dict:
         """Run ``function(*args, **kwargs)`` with needed keys replaced by their data.
 
@@ -442,6 +445,11 @@ class Worker(Server):
         Replies carry ``'duration'``: seconds spent running the function
         (the client sizes its pipeline from it; a worker that sends it
         understands `pending`).
+
+        Issue 10: with `resources` (``{"GPU": 1}``; only sent to workers whose
+        ``identity`` lists the ``resources`` feature) the function runs once
+        that much of this worker's declared resources is free, holding it
+        while it runs (resources.py); more than the worker declares raises.
         """
         if not callable(function):
             raise TypeError(
@@ -458,6 +466,7 @@ class Worker(Server):
         if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
             raise TypeError(f"compute: kwargs must be a dict with str keys, got {kwargs!r:.100}")
         needed = check_keys(needed if needed is not None else (), "needed")
+        need = self.resource_pool.check(resources) if resources else {}
         if who_has is not None and not isinstance(who_has, dict):
             raise TypeError(
                 f"compute: who_has must be a dict {{key: [addresses]}}, got "
@@ -493,6 +502,7 @@ class Worker(Server):
                 await self._running.wait()
                 if self._closing:
                     raise RuntimeError(f"worker {self.address} is closing; {key!r} not run")
+            held = await self.resource_pool.acquire(need)
             self._executing += 1
             try:
                 (
@@ -511,6 +521,7 @@ class Worker(Server):
                 )
             finally:
                 self._executing -= 1
+                self.resource_pool.release(held)
         if self._closing:
             raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
         nbytes = self.store.put(key, value)
@@ -589,7 +600,7 @@ class Worker(Server):
             "registered": self.stream.comm is not None,
             "resources": dict(self.resources),
             # compute fields this worker understands beyond the first release's
-            "features": ["pending", "keep_inputs"],
+            "features": ["pending", "keep_inputs", "resources"],
             "versions": {
                 "distributed-worker": __version__,
                 "distributed-core": distributed_core.__version__,
