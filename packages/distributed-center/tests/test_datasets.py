@@ -116,3 +116,14 @@ def test_upload_bound_from_configuration(monkeypatch):
     finally:
         monkeypatch.delenv("DISTRIBUTED_CENTER__MAX_UPLOAD_BYTES")
         config.reset()
+
+
+def test_dashboard_rows_show_resources():
+    from distributed_center.dashboard.views import workers_table
+
+    s = CenterState()
+    s.register(A, resources={"GPU": 2.0})
+    s.register("tcp://127.0.0.1:1002")
+    rows = {r["address"]: r for r in workers_table(s.workers())}
+    assert rows[A]["resources"] == {"GPU": 2.0}
+    assert rows["tcp://127.0.0.1:1002"]["resources"] == {}

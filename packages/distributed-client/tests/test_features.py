@@ -97,6 +97,18 @@ def test_dataset_errors_and_plain_values(fcluster):
         e.unpublish_dataset(b)
 
 
+def test_dataset_whose_data_was_lost(fcluster):
+    name = f"lost-{uuid.uuid4().hex[:6]}"
+    late = fcluster.add_worker()
+    with Executor(fcluster) as e, Executor(fcluster) as other:
+        [s] = e.scatter([b"only copy"], workers=[late])
+        e.publish_dataset(**{name: s})
+        fcluster.kill_worker(fcluster.worker_addresses.index(late))
+        with pytest.raises(KeyError, match=f"dataset '{name}' names data that is no longer"):
+            other.get_dataset(name)
+        other.unpublish_dataset(name)
+
+
 # ---------------------------------------------------------------------- resources
 
 

@@ -140,7 +140,13 @@ async def get_dataset(executor, name: str):
     obj = _Unpickler(io.BytesIO(entry["data"]), make).load()
     if counts:
         keys = list(counts)
-        await session.track_remote_keys(keys, wants=True)  # one reference each
+        try:
+            await session.track_remote_keys(keys, wants=True)  # one reference each
+        except KeyError as e:
+            raise KeyError(
+                f"dataset {name!r} names data that is no longer on the cluster (its "
+                f"workers died): {e.args[0] if e.args else e}; publish it again"
+            ) from None
         extra = [k for k, n in counts.items() for _ in range(n - 1)]
         if extra:
             session.state.want(extra)
