@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections import Counter
 from collections.abc import Hashable
 
 import cloudpickle
@@ -127,32 +126,24 @@ async def get_dataset(executor, name: str):
         if _unsupported(e, session.center_address):
             raise _old_center(session.center_address, "datasets") from None
         raise
-    counts: Counter = Counter()
-    made: list = []
-
-    def make(key: Hashable):
-        counts[key] += 1
-        f = Future.__new__(Future)
-        f.key, f.executor, f._released = key, executor, True  # counted below
-        made.append(f)
-        return f
-
-    obj = _Unpickler(io.BytesIO(entry["data"]), make).load()
-    if counts:
-        keys = list(counts)
+    keys = list(entry.get("keys") or ())
+    if keys:
         try:
-            await session.track_remote_keys(keys, wants=True)  # one reference each
+            # known to this client (borrowed: used, never deleted by it); each
+            # Future made below then holds one reference
+            await session.track_remote_keys(keys, wants=False)
         except KeyError as e:
             raise KeyError(
                 f"dataset {name!r} names data that is no longer on the cluster (its "
                 f"workers died): {e.args[0] if e.args else e}; publish it again"
             ) from None
-        extra = [k for k, n in counts.items() for _ in range(n - 1)]
-        if extra:
-            session.state.want(extra)
-        for f in made:
-            f._released = False
-    return obj
+
+    def make(key: Hashable):
+        session.want([key])
+        return Future(key, executor)
+
+    # no await from here on: nothing can release the keys before they are wanted
+    return _Unpickler(io.BytesIO(entry["data"]), make).load()
 
 
 async def list_datasets(executor) -> list:
