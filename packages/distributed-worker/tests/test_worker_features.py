@@ -244,3 +244,34 @@ async def test_computes_wait_for_free_resources():
     finally:
         await w.close()
         await center.close()
+
+
+def test_a_worker_restarted_by_its_nanny_gets_the_uploads_and_resources(
+    spawn_center, spawn_worker, client, wait_for
+):
+    import os
+    import signal
+
+    import psutil
+
+    name = _name()
+    center = spawn_center()
+    client.call(center.address, "upload_file", filename=f"{name}.py", data=b"X = 'installed'\n")
+    w = spawn_worker(center.address, "--nanny", "--resources", "GPU=1")
+    check = lambda: __import__(name).X  # noqa: E731 - pickled by value
+
+    def installed(address):
+        reply = client.call(address, "compute", function=check, key="check")
+        assert reply["status"] == "OK", reply
+        return client.call(address, "get_data", keys=["check"])["check"]
+
+    assert installed(w.address) == "installed"
+    (child,) = psutil.Process(w.pid).children()
+    os.kill(child.pid, signal.SIGKILL)
+    new = wait_for(
+        lambda: [a for a in client.call(center.address, "workers") if a != w.address],
+        timeout=10, what="the restarted worker registers",
+    )  # fmt: skip
+    assert installed(new[0]) == "installed"
+    assert client.call(new[0], "identity")["resources"] == {"GPU": 1.0}
+    assert client.call(center.address, "workers")[new[0]]["resources"] == {"GPU": 1.0}
