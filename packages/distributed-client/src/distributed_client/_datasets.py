@@ -104,7 +104,6 @@ async def publish_dataset(executor, datasets: dict, override: bool = False) -> N
             exc = session.error_of(key)
             if exc is not None:
                 raise exc
-        _keep_locally(session, keys)
     for name, ks, data in prepared:
         try:
             await session.center_call(
@@ -114,6 +113,7 @@ async def publish_dataset(executor, datasets: dict, override: bool = False) -> N
             if _unsupported(e, session.center_address):
                 raise _old_center(session.center_address, "datasets") from None
             raise
+        _keep_locally(session, ks)  # once the center pins them, not before
 
 
 async def get_dataset(executor, name: str):

@@ -19,7 +19,7 @@ import os
 import zipfile
 
 from ._data import WorkerUnreachable
-from ._datasets import _old_center, _unsupported
+from ._datasets import _unsupported
 
 __all__ = ["read_upload", "upload_file"]
 
@@ -82,6 +82,11 @@ async def upload_file(executor, filename: str, data: bytes, load: bool = True, t
             if isinstance(r, WorkerUnreachable):
                 session._worker_failed(worker, blame=False)
                 continue
+            if isinstance(r, ValueError) and "unknown op" in str(r):
+                raise RuntimeError(
+                    f"worker {worker} does not support upload_file (it predates it): "
+                    f"upgrade distributed-worker there"
+                ) from None
             if isinstance(r, BaseException):
                 if hasattr(r, "add_note"):
                     r.add_note(f"(while installing {filename!r} on worker {worker})")
@@ -98,7 +103,11 @@ async def upload_file(executor, filename: str, data: bytes, load: bool = True, t
         await session.center_call("upload_file", filename=filename, data=data)
     except ValueError as e:
         if _unsupported(e, session.center_address):
-            raise _old_center(session.center_address, "upload_file") from None
+            raise RuntimeError(
+                f"the center at {session.center_address} does not support upload_file (it "
+                f"predates it): the current workers have {filename!r}, workers that join "
+                f"later will not; upgrade distributed-center there"
+            ) from None
         raise
     # 3. workers that registered between 1 and 2 got it from neither
     await session.refresh_workers()
