@@ -261,3 +261,44 @@ def test_erred_results_are_deleted(center_address, rpc_client, wait_for, client)
         timeout=1.5,
         what="the erred task's key is deleted from the cluster",
     )
+
+
+# --------------------------------------------------------------------------- issue 10
+
+
+def test_named_dataset_shared_between_clients(center_address):
+    if not hasattr(Executor, "publish_dataset"):
+        pytest.skip("this client predates datasets")
+    name = f"scenario-{uuid.uuid4().hex[:8]}"
+    with Executor(center_address) as e, Executor(center_address) as other:
+        f = e.submit(operator.add, 1, 2)
+        try:
+            e.publish_dataset(**{name: f, f"{name}-plain": [1, 2]})
+        except RuntimeError as err:  # an older center
+            assert "does not support datasets" in str(err) and "upgrade" in str(err)
+            return
+        got = other.get_dataset(name)
+        assert got.result(timeout=10) == 3 and other.get_dataset(f"{name}-plain") == [1, 2]
+        key = got.key
+        del got, f
+        other.unpublish_dataset(name)
+        other.unpublish_dataset(f"{name}-plain")
+        delete(center_address, [key])  # unpinned; nobody else held it
+
+
+def test_upload_file_to_every_worker(center_address, tmp_path, rpc_client):
+    if not hasattr(Executor, "upload_file"):
+        pytest.skip("this client predates upload_file")
+    name = f"scenario_{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.py"
+    path.write_text("VALUE = 42\n")
+    check = lambda: __import__(name).VALUE  # noqa: E731 - a lambda goes by value
+    with Executor(center_address) as e:
+        try:
+            installed = e.upload_file(path)
+        except RuntimeError as err:  # an older worker or center
+            assert "does not support upload_file" in str(err) and "upgrade" in str(err)
+            return
+        assert set(installed) == set(rpc_client.call(center_address, "workers"))
+        for w in installed:
+            assert e.submit(check, workers=[w], pure=False).result(timeout=10) == 42

@@ -33,6 +33,7 @@ from distributed_core import (
 
 from ._version import __version__
 from .clients import ClientTracker
+from .datasets import Datasets, UploadedFiles
 from .events import EventLog
 from .state import CenterState, check_workers
 
@@ -48,6 +49,10 @@ STREAM_OPS = ("add_keys", "remove_keys", "heartbeat", "unregister", "task_events
 #: what the center writes on every report stream each ``heartbeat_interval``
 #: (workers before issue 8 ignore it: they read and drop whatever the center sends)
 HEARTBEAT = {"op": "heartbeat"}
+
+#: what ``identity`` announces under ``features`` (issue 10): ``resources`` in
+#: ``register``, the dataset ops, ``upload_file``
+FEATURES = ["resources", "datasets", "upload_file"]
 
 
 class Center(Server):
@@ -134,6 +139,9 @@ class Center(Server):
             )
         self.contact_address = None if contact_address is None else _normalize(contact_address)
         self.state = CenterState(clock=clock)
+        #: published datasets and uploaded files (datasets.py, issue 10)
+        self.datasets = Datasets(self.state)
+        self.uploaded = UploadedFiles(config.get("center.max_upload_bytes"))
         #: task stream, cluster events and counters, in bounded buffers
         self.events = EventLog(
             task_events=config.get("dashboard.task_events"),
@@ -163,6 +171,11 @@ class Center(Server):
             "versions": self.versions,
             "terminate": self.terminate,
             **self.clients.handlers,
+            "publish_dataset": self.publish_dataset,
+            "get_dataset": self.get_dataset,
+            "list_datasets": self.list_datasets,
+            "unpublish_dataset": self.unpublish_dataset,
+            "upload_file": self.upload_file,
         }
         #: op -> handler(address, msg) for report-stream messages; a handler
         #: returning False ends the stream
@@ -278,6 +291,7 @@ class Center(Server):
         name=None,
         nbytes=None,
         stream=False,
+        resources=None,
     ):
         """Add (or refresh) a worker and the complete set of keys it holds.
 
@@ -295,10 +309,16 @@ class Center(Server):
         whole key set (a worker never appears twice, and keys it lost while
         away are not listed); a new report stream replaces the old one, which
         the center closes.
+
+        Issue 10: ``resources`` (``{name: amount}``, optional) is what the
+        worker declared; a stream registration's answer carries ``uploads``
+        (``[[filename, bytes], ...]``, when any) for the worker to install.
         """
         try:
             address = _normalize(address)
-            new = self.state.register(address, keys=keys, ncores=ncores, name=name, nbytes=nbytes)
+            new = self.state.register(
+                address, keys=keys, ncores=ncores, name=name, nbytes=nbytes, resources=resources
+            )
         except (TypeError, ValueError) as e:
             if not stream:
                 raise
@@ -332,6 +352,8 @@ class Center(Server):
         # a center serving a dashboard asks for them (nobody else shows them).
         if self.dashboard_address is not None:
             reply["task_events"] = 1
+        if self.uploaded.files:
+            reply["uploads"] = self.uploaded.items()
         await self._serve_stream(comm, address, reply)
 
     def unregister(self, comm, address):
@@ -380,6 +402,39 @@ class Center(Server):
             await asyncio.gather(*(self._tell_delete(a, ks) for a, ks in by_holder.items()))
         return "OK"
 
+    # --------------------------------------------------- datasets and uploads (issue 10)
+
+    def publish_dataset(self, comm, name, keys=(), data=b"", override=False):
+        """Name ``keys`` with the client's opaque ``data``; the keys are pinned."""
+        self.datasets.publish(name, keys, data, override=bool(override))
+        return "OK"
+
+    def get_dataset(self, comm, name):
+        """``{'keys': [...], 'data': bytes}``; KeyError naming the known datasets."""
+        return self.datasets.get(name)
+
+    def list_datasets(self, comm=None):
+        """The names of the published datasets, sorted."""
+        return self.datasets.names()
+
+    async def unpublish_dataset(self, comm, name):
+        """Forget ``name`` and unpin its keys; returns the keys no longer pinned.
+
+        The data stays on the workers while a registered client holds it;
+        keys that no client holds any more are deleted now.
+        """
+        free = self.datasets.unpublish(name)
+        orphans = self.state.unowned(free)
+        if orphans:
+            await self.delete_data(None, orphans)
+        return free
+
+    def upload_file(self, comm, filename, data):
+        """Keep a file to give to every worker that registers from now on."""
+        self.uploaded.add(filename, data)
+        self.events.add("file-uploaded", None, f"file {filename} uploaded ({len(data)} bytes)")
+        return "OK"
+
     def heartbeat(self, comm, address, **metrics):
         """Note that a worker is alive; ``'unknown-worker'`` if it must register again."""
         if self.state.heartbeat(_normalize(address), metrics):
@@ -412,6 +467,7 @@ class Center(Server):
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_timeout=self.heartbeat_timeout,
             clients=len(self.state.leases.clients),
+            features=list(FEATURES),
         )
         return info
 

@@ -244,18 +244,20 @@ class Leases:
         for key in keys:
             pinned[key] = pinned.get(key, 0) + 1
 
-    def unpin(self, keys: Iterable) -> None:
-        """Undo one :meth:`pin` of each of `keys` (keys not pinned are ignored).
+    def unpin(self, keys: Iterable) -> list:
+        """Undo one :meth:`pin` of each of `keys`; return those no longer pinned at all.
 
-        An unpinned key is not deleted here: it stays until its holders or
-        a client delete it.
+        Keys not pinned are ignored. An unpinned key is not deleted here.
         """
         pinned = self.pinned
+        free = []
         for key in keys:
             n = pinned.get(key)
             if n is None:
                 continue
             if n <= 1:
                 del pinned[key]
+                free.append(key)
             else:
                 pinned[key] = n - 1
+        return free

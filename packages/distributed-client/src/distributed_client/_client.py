@@ -187,6 +187,7 @@ class ClientBase:
                     "limit": m.get("memory_limit"),
                 },
                 "paused": m.get("paused"),
+                "resources": w.get("resources") or {},
                 "last_seen": w.get("last_seen"),
             }
         return {"center": self.center, "workers": info}

@@ -287,6 +287,50 @@ class Executor(ClientBase):
             return {k: Future(k, self) for k in payload}
         return [Future(k, self) for k in payload]
 
+    # ------------------------------------------------------------------ datasets, files (issue 10)
+
+    def publish_dataset(self, override: bool = False, **datasets) -> None:
+        """Name data for other clients: ``publish_dataset(name=future_or_value, ...)``.
+
+        Futures inside the value (waited for first) keep their data on the
+        cluster after this client closes; ``get_dataset(name)`` on any client
+        of the center gives the object back with its own Futures. KeyError if a
+        name is taken (unless ``override=True``). See ``_datasets.py``.
+        """
+        from . import _datasets
+
+        return self._sync(_datasets.publish_dataset, self, datasets, override)
+
+    def get_dataset(self, name: str):
+        """The object published as `name` (KeyError naming the known ones)."""
+        from . import _datasets
+
+        return self._sync(_datasets.get_dataset, self, name)
+
+    def list_datasets(self) -> list:
+        """The names of the published datasets, sorted."""
+        from . import _datasets
+
+        return self._sync(_datasets.list_datasets, self)
+
+    def unpublish_dataset(self, name: str) -> None:
+        """Forget `name`; its data is deleted once no client holds it."""
+        from . import _datasets
+
+        return self._sync(_datasets.unpublish_dataset, self, name)
+
+    def upload_file(self, path, load: bool = True, timeout: float | None = None) -> dict:
+        """Ship a ``.py``/``.zip``/``.egg``/``.pyz`` to every worker, now and later.
+
+        Each worker puts it on ``sys.path`` and (re)imports it; workers that
+        join later get it from the center. Returns ``{worker: [modules]}``;
+        raises the import error of a worker that cannot import it. See ``_upload.py``.
+        """
+        from . import _upload
+
+        filename, data = _upload.read_upload(path)
+        return self._sync(_upload.upload_file, self, filename, data, load, timeout)
+
     # ------------------------------------------------------------------ graphs
 
     def get(self, dsk, keys, **kwargs):

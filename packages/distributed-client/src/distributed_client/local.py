@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from distributed_core import ensure_secret_file, normalize_address
+from distributed_core import ensure_secret_file, normalize_address, parse_resources
 from distributed_core.lifeline import Lifeline
 from distributed_core.testing import free_port
 
@@ -143,6 +143,9 @@ class LocalCluster:
     worker_args
         more ``dworker`` options for every worker, e.g.
         ``['--memory-pause-fraction', 'False']``.
+    resources
+        what every worker declares (``dworker --resources``): ``{"GPU": 2}``
+        or ``"GPU=2,MEM=8e9"``; `add_worker` takes its own. Added for issue 10.
 
     Every process this cluster starts exits when the process that made it
     dies, even by ``kill -9``: each watches a pipe from it
@@ -171,6 +174,7 @@ class LocalCluster:
         memory_limit: str | int | None = None,
         death_timeout: float | None = 60.0,
         worker_args: list[str] | None = None,
+        resources=None,
     ):
         if n_workers < 0:
             raise ValueError(f"n_workers must be >= 0, got {n_workers}")
@@ -188,6 +192,7 @@ class LocalCluster:
         self.memory_limit = memory_limit
         self.death_timeout = death_timeout
         self.extra_worker_args = [str(a) for a in worker_args or ()]
+        self.resources = _resources_arg(resources)
         self._lifeline = Lifeline()
         self._secret_dir = None
         self._security_args = self._make_security_args(security)
@@ -266,7 +271,8 @@ class LocalCluster:
             *self._security_args,
         ]  # fmt: skip
 
-    def _worker_args(self) -> list[str]:
+    def _worker_args(self, resources: str | None = None) -> list[str]:
+        resources = resources if resources is not None else self.resources
         return [
             sys.executable, "-m", "distributed_worker", self.center_address,
             "--host", self.host, "--port", "0", "--ncores", str(self.ncores),
@@ -275,6 +281,7 @@ class LocalCluster:
             *self._memory_args(),
             *self._security_args,
             *self.extra_worker_args,
+            *(["--resources", resources] if resources else []),
         ]  # fmt: skip
 
     def _memory_args(self) -> list[str]:
@@ -312,8 +319,8 @@ class LocalCluster:
             self._wait_line(w, _REGISTERED_LINE, deadline)
             self.worker_addresses.append(normalize_address(w.find(_WORKER_LINE)))
 
-    def _spawn_worker(self) -> _Proc:
-        return _Proc(self._worker_args(), self._env, self._lifeline)
+    def _spawn_worker(self, resources: str | None = None) -> _Proc:
+        return _Proc(self._worker_args(resources), self._env, self._lifeline)
 
     def _wait_line(self, proc: _Proc, prefix: str, deadline: float, fail_ok: bool = False):
         delay = 0.002
@@ -346,9 +353,12 @@ class LocalCluster:
     def worker_processes(self) -> list[subprocess.Popen]:
         return [w.popen for w in self._workers]
 
-    def add_worker(self) -> str:
-        """Start one more worker; returns its address once it is registered."""
-        proc = self._spawn_worker()
+    def add_worker(self, resources=None) -> str:
+        """Start one more worker; returns its address once it is registered.
+
+        `resources` (issue 10): what this one declares instead of the cluster's.
+        """
+        proc = self._spawn_worker(_resources_arg(resources))
         self._workers.append(proc)
         self._wait_line(proc, _REGISTERED_LINE, time.monotonic() + self.timeout)
         address = normalize_address(proc.find(_WORKER_LINE))
@@ -418,3 +428,11 @@ class LocalCluster:
             f"<LocalCluster {self.center_address or '-'} workers={len(self.worker_addresses)} "
             f"ncores={self.ncores} {self.status}>"
         )
+
+
+def _resources_arg(resources) -> str | None:
+    """``--resources`` text for `resources` (checked here, so errors name the caller's value)."""
+    parsed = parse_resources(resources)
+    if not parsed:
+        return None
+    return ",".join(f"{name}={amount!r}" for name, amount in parsed.items())

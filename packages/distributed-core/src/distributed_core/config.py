@@ -232,6 +232,23 @@ SCHEMA: dict[str, Setting] = {
             min_closed=True,
             optional=True,
         ),
+        Setting(
+            "worker.resources",
+            "str",
+            None,
+            'Abstract resources a worker declares, e.g. "GPU=2,MEM=8e9" (tasks asking for '
+            "resources run only where they are free).",
+            optional=True,
+        ),
+        Setting(
+            "center.max_upload_bytes",
+            "int",
+            64 * 2**20,
+            "Total bytes of files (Executor.upload_file) the center keeps to give to workers "
+            "that join later.",
+            minimum=0,
+            min_closed=True,
+        ),
         Setting("dashboard.enabled", "bool", True, "Serve the dashboard from the center."),
         Setting(
             "dashboard.host",
