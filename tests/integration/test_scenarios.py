@@ -146,9 +146,9 @@ def test_scatter_dict_spreads_over_workers(center_address, rpc_client):
 
 def test_pool_quickstart(center_address):
     with Pool(center_address) as pool:
-        A = pool.map(lambda x: x**2, range(10))  # results stay on the workers
-        B = pool.map(lambda x: -x, A)  # ... and are used where they are
-        assert pool.apply(sum, [B]).get() == -285
+        A = pool.map(lambda x: x**2, range(10), remote=True)  # results stay on the workers
+        B = pool.map(lambda x: -x, A, remote=True)  # ... and are used where they are
+        assert pool.apply(sum, [B]) == -285
         assert pool.gather(A) == [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
 
 
@@ -156,12 +156,12 @@ def test_pool_apply_async_scatter_and_errors(center_address):
     with Pool(center_address) as pool:
         data = pool.scatter([10, 20, 30])
         result = pool.apply_async(lambda *xs: sum(xs), data)
-        assert result.get(timeout=10).get() == 60
+        assert result.get(timeout=10) == 60
         assert result.ready() and result.successful()
         with pytest.raises(ZeroDivisionError):
             pool.map(lambda x: 1 / x, [1, 0, 2])
         # the pool keeps working after a task raised
-        assert pool.gather(pool.map(len, ["a", "bb"])) == [1, 2]
+        assert pool.map(len, ["a", "bb"]) == [1, 2]
 
 
 # --------------------------------------------------------------------------- get
