@@ -14,7 +14,7 @@ import pytest
 
 from distributed_client import Executor, Pool
 
-SOURCE = '''
+SOURCE = """
 import math
 
 
@@ -33,7 +33,7 @@ def norm(p):
 
 def shift(p, d):
     return Point(p.x + d, p.y + d)
-'''
+"""
 
 
 NOT_FOUND = "No module named 'pbv_"

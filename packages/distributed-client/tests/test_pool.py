@@ -355,3 +355,37 @@ def test_gather_of_values_says_what_changed(center):
     with Pool(center) as pool:
         with pytest.raises(KeyError, match="remote=True"):
             pool.gather(pool.map(square, [123456]))
+
+
+@pytest.mark.parametrize("how", ["terminate", "disconnect"])
+def test_waiting_for_results_ends_when_the_pool_goes(center, how):
+    from distributed_client._client import ClientBase
+
+    pool = Pool(center)
+    ar = pool.apply_async(_sleep_then, [3])
+    it = pool.imap(_sleep_then, [3, 0])
+    errors = {}
+
+    def wait_for(name, fn):
+        try:
+            fn()
+        except BaseException as e:  # reported below
+            errors[name] = e
+
+    threads = [
+        threading.Thread(target=wait_for, args=("get", ar.get)),
+        threading.Thread(target=wait_for, args=("next", lambda: next(it))),
+    ]
+    for t in threads:
+        t.start()
+    # Most likely both are waiting by now; if not, they find the pool closed:
+    # either way they must end, so this sleep is not a synchronisation.
+    time.sleep(0.3)
+    if how == "terminate":
+        pool.terminate()
+    else:  # what leaving `with Pool(...)` by an exception does: no cancel first
+        ClientBase.close(pool)
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "a wait outlived the pool"
+    assert set(errors) == {"get", "next"}

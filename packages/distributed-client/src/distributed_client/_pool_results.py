@@ -55,6 +55,30 @@ async def _within(coro, timeout: float | None):
     return task.result()
 
 
+def _all_done(session, keys: list) -> asyncio.Future:
+    """A task that ends when every key is done, or raises when the session closes.
+
+    ``Session.wait`` is what notices a closing session; waits in this module
+    race their own event against this, so none outlives the pool.
+    """
+    task = asyncio.ensure_future(session.wait(keys))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
+    return task
+
+
+async def _until(event: asyncio.Event, all_done: asyncio.Future) -> None:
+    """Wait for `event`; raise the session's error if it closes first."""
+    if event.is_set():
+        return
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter, all_done}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not event.is_set() and all_done.done() and all_done.exception() is not None:
+        raise all_done.exception()
+
+
 def _flatten(chunks: list) -> list:
     return [x for chunk in chunks for x in chunk]
 
@@ -94,6 +118,7 @@ class AsyncResult:
         self._outcome: tuple | None = None  # (True, value) or (False, exception), once gathered
         self._event = asyncio.Event()
         self._callbacks: list = []
+        self._all_done: asyncio.Future | None = None
 
     def _watch(self) -> None:
         """Start noticing completion (on the loop, right after submitting)."""
@@ -101,6 +126,7 @@ class AsyncResult:
             self._event.set()
         for k in self._keys:
             self._session.watch(k, self._one_done)
+        self._all_done = _all_done(self._session, self._keys)
 
     def _one_done(self, key) -> None:
         self._pending -= 1
@@ -145,7 +171,7 @@ class AsyncResult:
 
     async def _get(self):
         if self._outcome is None:
-            await self._event.wait()
+            await _until(self._event, self._all_done)
             if self._outcome is None:
                 self._outcome = await self._collect()
         ok, value = self._outcome
@@ -192,7 +218,7 @@ class AsyncResult:
 
     async def _wait(self, timeout) -> None:
         try:
-            await _within(self._event.wait(), timeout)
+            await _within(_until(self._event, self._all_done), timeout)
         except PoolTimeoutError:
             pass
 
@@ -219,32 +245,68 @@ class IMapIterator:
 
     ``next(timeout)`` as in :mod:`multiprocessing` (``PoolTimeoutError``
     after `timeout` seconds); a failed task raises its exception at its place
-    and the iteration can go on after it. Results are gathered in batches of
-    what has finished (at most ``ITER_BATCH`` tasks), and released on the
-    cluster once here. In an asynchronous pool use ``async for``.
+    and the iteration can go on after it. As in :mod:`multiprocessing`,
+    results are brought here as soon as they are computed, whether consumed
+    yet or not: in batches of what has finished (at most ``ITER_BATCH``
+    tasks), after which their data on the cluster is released. In an
+    asynchronous pool use ``async for``.
     """
 
     def __init__(self, pool, remotes: list, *, chunked: bool, ordered: bool):
         self._pool = pool
         self._session = pool.session
         self._remotes = {r.key: r for r in remotes}
-        self._order = deque(r.key for r in remotes)  # pending keys, in submission order
-        self._left = len(remotes)  # tasks not yet in the buffer
+        self._order = deque(r.key for r in remotes) if ordered else None
+        self._left = len(remotes)  # tasks not yet consumed
         self._chunked = chunked
-        self._ordered = ordered
-        self._finished: deque = deque()  # keys in the order they finished (unordered)
-        self._finished_set: set = set()
-        self._event = asyncio.Event()
-        self._buffer: deque = deque()  # (ok, value)
+        self._finished: deque = deque()  # keys finished, not yet gathered
+        self._event = asyncio.Event()  # something finished
+        self._results: dict = {}  # key -> (ok, [values] or exception), in arrival order
+        self._arrived = asyncio.Event()  # something was gathered
+        self._buffer: deque = deque()  # (ok, value) ready for next()
+        self._all_done: asyncio.Future | None = None
 
     def _watch(self) -> None:
-        for k in list(self._order):
+        for k in list(self._remotes):
             self._session.watch(k, self._one_done)
+        self._all_done = _all_done(self._session, list(self._remotes))
+        if self._remotes:
+            self._pool._background(self._pump())
 
     def _one_done(self, key) -> None:
         self._finished.append(key)
-        self._finished_set.add(key)
         self._event.set()
+
+    async def _pump(self) -> None:
+        """Gather finished results as they come (on the loop, in the background)."""
+        try:
+            while self._remotes:
+                while not self._finished:
+                    self._event.clear()
+                    await _until(self._event, self._all_done)
+                await self._gather_finished()
+                self._arrived.set()
+        except BaseException as e:  # e.g. the pool went away: every result left is that error
+            for k in list(self._remotes):
+                self._results[k] = (False, e)
+            self._remotes.clear()
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self._arrived.set()
+
+    async def _gather_finished(self) -> None:
+        session = self._session
+        batch = [self._finished.popleft() for _ in range(min(len(self._finished), ITER_BATCH))]
+        good = [k for k in batch if session.error_of(k) is None]
+        data = await session.gather(good, errors="return") if good else {}
+        for k in batch:
+            exc = session.error_of(k)
+            if exc is not None or k not in data:
+                self._results[k] = (False, exc or KeyError(f"result {k!r} was lost"))
+            else:
+                self._results[k] = (True, data[k] if self._chunked else [data[k]])
+            self._remotes.pop(k, None)  # releases the data on the cluster
 
     def __iter__(self):
         return self
@@ -270,45 +332,31 @@ class IMapIterator:
 
     async def _next(self, timeout):
         if not self._buffer:
-            await _within(self._fill(), timeout)
+            await _within(self._take(), timeout)
         ok, value = self._buffer.popleft()
         if not ok:
             raise value
         return value
 
-    async def _fill(self) -> None:
-        """Gather the next batch of finished results into the buffer.
+    async def _take(self) -> None:
+        """Move the next result (in order, or the first to arrive) to the buffer.
 
-        Cancellation-safe: nothing changes until the gather has returned.
+        Cancellation-safe: nothing changes until the result is there.
         """
-        session = self._session
-        if self._ordered:
-            first = self._order[0]
-            while first not in self._finished_set:
-                self._event.clear()
-                await self._event.wait()
-            batch = []
-            for k in self._order:
-                if k not in self._finished_set or len(batch) >= ITER_BATCH:
+        while True:
+            if self._order is not None:
+                key = self._order[0]
+                if key in self._results:
+                    self._order.popleft()
                     break
-                batch.append(k)
+            elif self._results:
+                key = next(iter(self._results))
+                break
+            self._arrived.clear()
+            await self._arrived.wait()
+        ok, values = self._results.pop(key)
+        self._left -= 1
+        if ok:
+            self._buffer.extend((True, v) for v in values)
         else:
-            while not self._finished:
-                self._event.clear()
-                await self._event.wait()
-            batch = list(self._finished)[:ITER_BATCH]
-        good = [k for k in batch if session.error_of(k) is None]
-        data = await session.gather(good) if good else {}
-        items = []
-        for k in batch:
-            if k in data:
-                items.extend((True, v) for v in (data[k] if self._chunked else [data[k]]))
-            else:
-                items.append((False, session.error_of(k)))
-        for _ in batch:
-            (self._order if self._ordered else self._finished).popleft()
-        self._left -= len(batch)
-        for k in batch:
-            self._finished_set.discard(k)
-            self._remotes.pop(k, None)  # releases the data on the cluster
-        self._buffer.extend(items)
+            self._buffer.append((False, values))
