@@ -204,6 +204,8 @@ def test_remote_data_from_elsewhere(center):
     rds = scatter(center, [1, 2, 3])  # the module-level session, not the pool's
     with Pool(center) as pool:
         assert pool.map(inc, rds) == [2, 3, 4]
+        assert pool.map(inc, rds, chunksize=2) == [2, 3, 4]  # RemoteData inside chunks
+        assert pool.starmap(max, [(rds[0], 0), (rds[2], 5)], chunksize=2) == [1, 5]
         assert pool.gather(rds) == [1, 2, 3]
     assert gather(center, rds) == [1, 2, 3]  # closing the pool left borrowed data alone
 

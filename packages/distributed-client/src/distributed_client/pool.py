@@ -142,7 +142,7 @@ class Pool(ClientBase):
             self._idle.set()
 
     def _background(self, coro) -> None:
-        """Run `coro` on the loop (result callbacks); ``join`` waits for it."""
+        """Run `coro` on the loop (result callbacks, imap's gathering); ``join`` waits for it."""
         token = object()
         self._track([])
         self._outstanding.add(token)
@@ -150,7 +150,7 @@ class Pool(ClientBase):
 
         def finished(t):
             if not t.cancelled() and t.exception() is not None:
-                logger.error("a Pool result callback failed", exc_info=t.exception())
+                logger.error("a Pool result callback failed", exc_info=t.exception())  # user code
             self._finished(token)
 
         task.add_done_callback(finished)
