@@ -349,8 +349,10 @@ def test_pickle_dumps_follows_register_pickle_by_value(tmp_path, monkeypatch):
     try:
         by_reference = pickle_dumps(module.P(7))
         cloudpickle.register_pickle_by_value(module)
-        by_value = pickle_dumps(module.P(7))
-        cloudpickle.unregister_pickle_by_value(module)
+        try:
+            by_value = pickle_dumps(module.P(7))
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
         assert pickle_dumps(module.P(7)) == by_reference  # unregistered: by reference again
     finally:
         sys.modules.pop(name, None)
