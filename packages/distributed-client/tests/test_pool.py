@@ -247,10 +247,10 @@ def test_map_starmap_apply_return_values_like_multiprocessing(center):
 def test_chunksize_makes_tasks_of_that_many_items(center):
     with Pool(center) as pool:
         before = len(pool.session.state.tasks)
-        ar = pool.map_async(slow, range(10), chunksize=4)
+        ar = pool.map_async(square, range(10), chunksize=4)
         assert len(ar._keys) == 3  # 4 + 4 + 2 items
         assert len(pool.session.state.tasks) - before == 3
-        assert ar.get(10) == list(range(10))
+        assert ar.get(10) == [x * x for x in range(10)]
 
 
 def test_imap_and_imap_unordered_match_threadpool(center):
@@ -287,10 +287,10 @@ def test_imap_unordered_gives_results_as_they_finish(center):
     with Pool(center) as pool:
         # the first item is a RemoteData still being computed: its task can
         # only start after that, long after the second item's task is done
-        late = pool.apply_async(_sleep_then, [1.0], remote=True).remote_data
-        assert list(pool.imap_unordered(_sleep_then, [late, 0.0])) == [0.0, 1.0]
-        late = pool.apply_async(_sleep_then, [1.0], remote=True).remote_data
-        assert list(pool.imap(_sleep_then, [late, 0.0])) == [1.0, 0.0]
+        late = pool.apply_async(_sleep_then, [0.5], remote=True).remote_data
+        assert list(pool.imap_unordered(_sleep_then, [late, 0.0])) == [0.0, 0.5]
+        late = pool.apply_async(_sleep_then, [0.5], remote=True).remote_data
+        assert list(pool.imap(_sleep_then, [late, 0.0])) == [0.5, 0.0]
 
 
 def _sleep_then(delay):
@@ -364,8 +364,8 @@ def test_waiting_for_results_ends_when_the_pool_goes(center, how):
     from distributed_client._client import ClientBase
 
     pool = Pool(center)
-    ar = pool.apply_async(_sleep_then, [3])
-    it = pool.imap(_sleep_then, [3, 0])
+    ar = pool.apply_async(_sleep_then, [2])
+    it = pool.imap(_sleep_then, [2, 0])
     errors = {}
 
     def wait_for(name, fn):
