@@ -13,6 +13,7 @@ reference to this test module, which the worker processes cannot import.
 from __future__ import annotations
 
 import functools
+import inspect
 import operator
 import uuid
 
@@ -143,12 +144,27 @@ def test_scatter_dict_spreads_over_workers(center_address, rpc_client):
 
 # --------------------------------------------------------------------------- Pool
 
+#: ``Pool.map``/``apply`` return values since issue 10 (RemoteData before, now
+#: ``remote=True``); the scenarios also run with a client of the previous
+#: release (``nox -s compat``), so they ask for RemoteData in a way both accept
+#: and take values either way.
+REMOTE = {"remote": True} if "remote" in inspect.signature(Pool.map).parameters else {}
+
+
+def values(pool, result):
+    """The value(s) of what a Pool call returned, RemoteData (old client) or not."""
+    if isinstance(result, RemoteData):
+        return result.get()
+    if isinstance(result, list) and any(isinstance(r, RemoteData) for r in result):
+        return pool.gather(result)
+    return result
+
 
 def test_pool_quickstart(center_address):
     with Pool(center_address) as pool:
-        A = pool.map(lambda x: x**2, range(10))  # results stay on the workers
-        B = pool.map(lambda x: -x, A)  # ... and are used where they are
-        assert pool.apply(sum, [B]).get() == -285
+        A = pool.map(lambda x: x**2, range(10), **REMOTE)  # results stay on the workers
+        B = pool.map(lambda x: -x, A, **REMOTE)  # ... and are used where they are
+        assert values(pool, pool.apply(sum, [B])) == -285
         assert pool.gather(A) == [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
 
 
@@ -156,12 +172,25 @@ def test_pool_apply_async_scatter_and_errors(center_address):
     with Pool(center_address) as pool:
         data = pool.scatter([10, 20, 30])
         result = pool.apply_async(lambda *xs: sum(xs), data)
-        assert result.get(timeout=10).get() == 60
+        assert values(pool, result.get(timeout=10)) == 60
         assert result.ready() and result.successful()
         with pytest.raises(ZeroDivisionError):
             pool.map(lambda x: 1 / x, [1, 0, 2])
         # the pool keeps working after a task raised
-        assert pool.gather(pool.map(len, ["a", "bb"])) == [1, 2]
+        assert values(pool, pool.map(len, ["a", "bb"])) == [1, 2]
+
+
+@pytest.mark.skipif(not REMOTE, reason="a client from before issue 10 (Pool gave RemoteData)")
+def test_pool_multiprocessing_semantics(center_address):
+    from multiprocessing.pool import ThreadPool
+
+    with Pool(center_address) as pool, ThreadPool(2) as local:
+        args = [(2, 3), (3, 2)]
+        assert pool.map(abs, range(-5, 5), chunksize=3) == local.map(abs, range(-5, 5))
+        assert pool.starmap(pow, args) == local.starmap(pow, args)
+        assert list(pool.imap(abs, range(-5, 5), 2)) == list(local.imap(abs, range(-5, 5), 2))
+        assert sorted(pool.imap_unordered(abs, range(-3, 3))) == [0, 1, 1, 2, 2, 3]
+        assert pool.map_async(abs, [-1, -2]).get(timeout=10) == [1, 2]
 
 
 # --------------------------------------------------------------------------- get

@@ -2,7 +2,7 @@
 
 * :func:`scatter`, :func:`gather`, :func:`delete`, :func:`clear` and
   :class:`RemoteData` -- put data on the cluster and bring it back.
-* :class:`Pool` -- ``multiprocessing.Pool`` look-alike; results stay remote.
+* :class:`Pool` -- ``multiprocessing.Pool`` on a cluster: values, or RemoteData (``remote=True``).
 * :func:`get` -- run a dask graph (``dask.compute(x, scheduler=...)``).
 * :class:`Executor` -- ``concurrent.futures``-style futures.
 * :class:`LocalCluster` -- a Center and Workers as local processes.

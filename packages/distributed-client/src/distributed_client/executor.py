@@ -10,7 +10,7 @@ import uuid
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
 
-from ._args import prepickle, replace_remote
+from ._args import by_value_modules, prepickle, replace_remote
 from ._client import ClientBase
 from ._graph import normalize_graph
 from ._tokenize import funcname, tokenize
@@ -196,7 +196,8 @@ class Executor(ClientBase):
         if key is None:
             name = funcname(function.function)
             if pure:
-                key = f"{name}-{tokenize(self.session.id, function.blob, args, kwargs)}"
+                token = tokenize(self.session.id, function.blob, args, kwargs, by_value_modules())
+                key = f"{name}-{token}"
             else:
                 key = f"{name}-{uuid.uuid4().hex}"
         deps = list(found)

@@ -89,7 +89,7 @@ class LocalCluster:
 
     >>> with LocalCluster(n_workers=2, ncores=1) as cluster:  # doctest: +SKIP
     ...     with Pool(cluster.center_address) as pool:
-    ...         print(pool.gather(pool.map(abs, [-1, -2])))
+    ...         print(pool.map(abs, [-1, -2]))
     [1, 2]
 
     Attributes: ``center_address``, ``worker_addresses`` (list, in start
