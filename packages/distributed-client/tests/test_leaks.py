@@ -279,7 +279,7 @@ def test_ctrl_c_inside_with_block(cluster, tmp_path):
 def test_pool_close_join_releases_and_disconnects(cluster, tmp_path):
     mark = tmp_path / "done"
     pool = Pool(cluster)
-    results = pool.map(abs, [-1, -2, -3])
+    results = pool.map(abs, [-1, -2, -3], remote=True)
     running = pool.apply_async(sleep_then_mark, [0.3, str(mark)])
     assert pool.gather(results) == [1, 2, 3]
     keys = [r.key for r in results]
