@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from distributed_core import config
 
+from ._center_arg import choose_center
 from ._session import Session, resolve_center
 from ._sync import get_runner, on_exit
 
@@ -62,48 +64,80 @@ class ClientBase:
 
     def __init__(
         self,
-        center,
+        center: Any = None,
         *,
-        security=None,
+        security: Any = None,
         asynchronous: bool = False,
         timeout: float | None = None,
         name: str | None = None,
         allowed_failures: int | None = None,
         center_timeout: float | None = None,
         no_workers_timeout: float | None = None,
-    ):
+    ) -> None:
         # None: the configured defaults (distributed_core.config; 5 s and 3)
         if timeout is None:
             timeout = config.get("timeouts.connect_timeout")
         if allowed_failures is None:
             allowed_failures = config.get("timeouts.allowed_failures")
-        self.center, bounds = resolve_center(
-            center, center_timeout=center_timeout, no_workers_timeout=no_workers_timeout
-        )
-        for bound in ("center_timeout", "no_workers_timeout"):
-            bounds.setdefault(bound, config.get(f"timeouts.{bound}"))
+        # no center: the configured client.address, else a LocalCluster of our own
+        center, security, self._own_cluster = choose_center(center, security, asynchronous)
+        self._bound_args = {
+            "center_timeout": center_timeout,
+            "no_workers_timeout": no_workers_timeout,
+        }
         self.security = security
         self.asynchronous = asynchronous
         self._timeout = timeout
-        self._session_kwargs = dict(
+        self._session_kwargs: dict[str, Any] = dict(
             security=security,
             connect_timeout=timeout,
             name=name,
             allowed_failures=allowed_failures,
-            **bounds,
         )
+        self.center: str | None = None
         self.session: Session | None = None
         self._runner = None
+        if asynchronous and self._own_cluster is not None:
+            return  # the cluster starts in _start
+        self._resolve(center)
         if not asynchronous:
             self._runner = get_runner()
-            self.session = self._runner.run(Session.create, self.center, **self._session_kwargs)
+            try:
+                self.session = self._runner.run(Session.create, self.center, **self._session_kwargs)
+            except BaseException:
+                self._close_own_cluster()
+                raise
             _open_sync_clients.add(self)
+
+    def _resolve(self, center: Any) -> None:
+        self.center, bounds = resolve_center(center, **self._bound_args)
+        for bound in ("center_timeout", "no_workers_timeout"):
+            bounds.setdefault(bound, config.get(f"timeouts.{bound}"))
+        self._session_kwargs.update(bounds)
+
+    def _close_own_cluster(self) -> None:
+        cluster, self._own_cluster = self._own_cluster, None
+        if cluster is not None:
+            cluster.close()
+
+    @property
+    def cluster(self) -> Any:
+        """The LocalCluster this client started (``Executor()``), else None."""
+        return self._own_cluster
 
     # ------------------------------------------------------------------ start/stop
 
     async def _start(self):
         if self.session is None:
-            self.session = await Session.create(self.center, **self._session_kwargs)
+            if self.center is None:  # our own LocalCluster, asynchronous
+                try:
+                    self._resolve(await self._own_cluster)
+                    self.session = await Session.create(self.center, **self._session_kwargs)
+                except BaseException:
+                    await asyncio.get_running_loop().run_in_executor(None, self._close_own_cluster)
+                    raise
+            else:
+                self.session = await Session.create(self.center, **self._session_kwargs)
         return self
 
     def __await__(self):
@@ -125,18 +159,26 @@ class ClientBase:
         self.close()
 
     async def _aclose(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        try:
+            if self.session is not None:
+                await self.session.close()
+        finally:
+            if self._own_cluster is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self._close_own_cluster)
 
     def close(self):
         """Close the connection; the data this client computed or scattered is deleted."""
         _open_sync_clients.discard(self)
-        if self.session is None:
-            return None
         if self.asynchronous:
             return self._aclose()
-        if self._runner is not None and self._runner.thread.is_alive() and not self.session.closed:
-            self._runner.run(self._aclose)
+        try:
+            if self.session is None:
+                return None
+            s = self.session
+            if self._runner is not None and self._runner.thread.is_alive() and not s.closed:
+                self._runner.run(s.close)
+        finally:
+            self._close_own_cluster()
         return None
 
     def _close_at_exit(self) -> None:

@@ -413,6 +413,11 @@ class LocalCluster:
             except Exception:
                 pass
 
+    def _repr_html_(self) -> str:
+        from ._html import cluster_html
+
+        return cluster_html(self)
+
     def __repr__(self) -> str:
         return (
             f"<LocalCluster {self.center_address or '-'} workers={len(self.worker_addresses)} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from ._args import prepickle, replace_remote
 from ._client import ClientBase
@@ -106,7 +107,7 @@ class Pool(ClientBase):
        ``center_timeout`` and ``no_workers_timeout``.
     """
 
-    def __init__(self, center, **kwargs):
+    def __init__(self, center: Any = None, **kwargs: Any) -> None:
         super().__init__(center, **kwargs)
         self._accepting = True
         self._outstanding: set = set()

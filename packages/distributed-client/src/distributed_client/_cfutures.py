@@ -1,0 +1,117 @@
+"""The part of :class:`concurrent.futures.Future` that ``wait``/``as_completed`` use.
+
+:func:`concurrent.futures.wait` and :func:`concurrent.futures.as_completed`
+do not call public methods: under each future's ``_condition`` they read its
+``_state`` and append a waiter to its ``_waiters``, and the future calls
+``waiter.add_result/add_exception/add_cancelled(future)`` when it finishes.
+:class:`FutureProtocol` provides exactly that for the client's futures, at
+no cost for futures never passed there:
+
+* ``_condition`` is one ``threading.Condition`` per Executor (its lock is
+  reentrant, so acquiring it once per future, as ``wait`` does, is fine);
+* ``_state`` starts as "not hooked" (None in the slot). The first read
+  hooks the future: it asks the session's loop to call back when the key
+  is done, and reads ``PENDING`` until that callback, under the condition,
+  moves it to ``FINISHED`` (or ``CANCELLED_AND_NOTIFIED``) and tells the
+  waiters. So ``_state`` changes only together with the waiters being told,
+  as ``concurrent.futures`` requires; the value stays on the cluster.
+* ``_waiters`` is created on first use.
+
+``exception()`` and ``cancelled()`` of a hooked, finished future answer from
+what the callback stored, without the loop: ``wait(..., FIRST_EXCEPTION)``
+calls them while holding the condition, which the loop's callback needs.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from typing import Any
+
+from .errors import CancelledError, LostDataError
+
+__all__ = ["FutureProtocol", "new_condition", "FINAL_STATES"]
+
+FINAL_STATES = (FINISHED, CANCELLED_AND_NOTIFIED)
+
+
+def new_condition() -> threading.Condition:
+    """The condition all futures of one Executor share."""
+    return threading.Condition(threading.RLock())
+
+
+class FutureProtocol:
+    """Mixin: ``_condition``, ``_state``, ``_waiters`` for :mod:`concurrent.futures`.
+
+    The class using it has ``key``, ``executor`` (with ``_cf_condition`` and
+    ``session``) and the slots below.
+    """
+
+    __slots__ = ()
+    _cf_state: str | None
+    _cf_waiters: list | None
+    _cf_exc: BaseException | None
+    key: Any
+    executor: Any
+
+    @property
+    def _condition(self) -> threading.Condition:
+        return self.executor._cf_condition
+
+    @property
+    def _waiters(self) -> list:
+        with self._condition:
+            if self._cf_waiters is None:
+                self._cf_waiters = []
+            return self._cf_waiters
+
+    @property
+    def _state(self) -> str:
+        st = self._cf_state
+        if st is None:
+            with self._condition:
+                st = self._cf_state
+                if st is None:
+                    st = self._cf_state = PENDING
+                    s = self.executor.session
+                    s.call_soon(s.watch, self.key, self._cf_done)
+        return st
+
+    def _cf_done(self, _key: Any) -> None:
+        """On the session's loop: `key` is in memory, erred or forgotten."""
+        s = self.executor.session
+        st = s.state.state_of(self.key)
+        if st == "memory":
+            exc = None
+        elif st is None:
+            exc = LostDataError([self.key])
+        else:
+            exc = s.error_of(self.key)
+        with self._condition:
+            if self._cf_state != PENDING:
+                return  # reset by retry(), or already told
+            waiters = self._cf_waiters or ()
+            if isinstance(exc, CancelledError):
+                self._cf_state = CANCELLED_AND_NOTIFIED
+                self._cf_exc = exc
+                for w in waiters:
+                    w.add_cancelled(self)
+            else:
+                self._cf_state = FINISHED
+                self._cf_exc = exc
+                for w in waiters:
+                    if exc is None:
+                        w.add_result(self)
+                    else:
+                        w.add_exception(self)
+            self._condition.notify_all()
+
+    def _cf_final(self) -> bool:
+        return self._cf_state in FINAL_STATES
+
+    def _cf_reset(self) -> None:
+        """The key runs again (retry): forget what the last run told."""
+        with self._condition:
+            if self._cf_state in FINAL_STATES:
+                self._cf_state = None
+                self._cf_exc = None
