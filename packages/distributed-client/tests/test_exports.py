@@ -16,7 +16,7 @@ def test_all_names_exist_and_are_documented():
 def test_expected_exports():
     expected = {
         "AsyncResult", "CancelledError", "Executor", "Future", "GraphError", "KilledWorker",
-        "LocalCluster", "LostDataError", "Pool", "RemoteData", "SSHCluster", "SSHClusterError", "as_completed", "clear",
+        "LocalCluster", "LostDataError", "Pool", "RemoteData", "SSHCluster", "SSHClusterError", "as_completed", "clear", "fire_and_forget",
         "delete", "gather", "get", "progress", "scatter", "wait", "__version__",
         "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
         "CenterTimeoutError", "KilledEveryWorker", "NoWorkersError", "NotACenterError",

@@ -17,6 +17,10 @@ no cost for futures never passed there:
   as ``concurrent.futures`` requires; the value stays on the cluster.
 * ``_waiters`` is created on first use.
 
+``Executor.retry`` bumps the executor's epoch: a hooked future of an older
+epoch forgets its final state and hooks again on its next read (the key may
+run again; a PENDING future keeps its watch, which fires after the rerun).
+
 ``exception()`` and ``cancelled()`` of a hooked, finished future answer from
 what the callback stored, without the loop: ``wait(..., FIRST_EXCEPTION)``
 calls them while holding the condition, which the loop's callback needs.
@@ -51,6 +55,7 @@ class FutureProtocol:
     _cf_state: str | None
     _cf_waiters: list | None
     _cf_exc: BaseException | None
+    _cf_epoch: int
     key: Any
     executor: Any
 
@@ -68,8 +73,10 @@ class FutureProtocol:
     @property
     def _state(self) -> str:
         st = self._cf_state
-        if st is None:
+        if st is None or self._cf_epoch != self.executor._cf_epoch:
             with self._condition:
+                if self._cf_epoch != self.executor._cf_epoch:
+                    self._cf_reset()
                 st = self._cf_state
                 if st is None:
                     st = self._cf_state = PENDING
@@ -107,11 +114,11 @@ class FutureProtocol:
             self._condition.notify_all()
 
     def _cf_final(self) -> bool:
-        return self._cf_state in FINAL_STATES
+        return self._cf_state in FINAL_STATES and self._cf_epoch == self.executor._cf_epoch
 
     def _cf_reset(self) -> None:
-        """The key runs again (retry): forget what the last run told."""
-        with self._condition:
-            if self._cf_state in FINAL_STATES:
-                self._cf_state = None
-                self._cf_exc = None
+        """Some key ran again (retry): forget what the last run told (under the condition)."""
+        self._cf_epoch = self.executor._cf_epoch
+        if self._cf_state in FINAL_STATES:
+            self._cf_state = None
+            self._cf_exc = None

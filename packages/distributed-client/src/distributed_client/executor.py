@@ -70,6 +70,7 @@ class Future(FutureProtocol):
         "_cf_state",
         "_cf_waiters",
         "_cf_exc",
+        "_cf_epoch",
         "__weakref__",
     )
 
@@ -81,6 +82,7 @@ class Future(FutureProtocol):
         self._cf_state: str | None = None  # see _cfutures: set once hooked
         self._cf_waiters: list | None = None
         self._cf_exc: BaseException | None = None
+        self._cf_epoch = 0
 
     def __repr__(self) -> str:
         return f"<Future key={self.key!r} status={self.status}>"
@@ -228,6 +230,7 @@ class Executor(ClientBase):
         self._callback_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._callback_lock = threading.Lock()
         self._cf_condition = new_condition()  # shared by this executor's futures
+        self._cf_epoch = 0  # bumped by retry(): futures hooked before re-read their state
         super().__init__(center, **kwargs)
 
     # ------------------------------------------------------------------ submitting
@@ -409,9 +412,8 @@ class Executor(ClientBase):
         """
         fs = _as_futures(futures, self)
         s = self.session
-        self._call_in_loop(retry_keys, s, [f.key for f in fs])
-        for f in fs:
-            f._cf_reset()
+        if self._call_in_loop(retry_keys, s, [f.key for f in fs]):
+            self._cf_epoch += 1  # what hooked futures were told is stale now
 
     # ------------------------------------------------------------------ data
 
@@ -473,17 +475,27 @@ class Executor(ClientBase):
     # ------------------------------------------------------------------ cluster view
 
     def who_has(self, futures: Future | Iterable[Future] | None = None) -> dict:
-        """``{key: [worker addresses]}`` from the center, for `futures` (None: every key).
+        """``{key: [worker addresses]}``: where the data of `futures` is.
 
-        At most ``center_timeout`` seconds.
+        For `futures`, what this client knows (exact: workers tell it when
+        they finish); None: every key on the cluster, as the center knows it
+        (workers report new keys to the center within about a
+        ``heartbeat_interval``; at most ``center_timeout`` seconds).
 
         .. versionadded:: 0.2.0
         """
-        keys = None if futures is None else [f.key for f in _as_futures(futures, self)]
-        return self._sync(self._center_query, "who_has", keys=keys)
+        if futures is None:
+            return self._sync(self._center_query, "who_has")
+        keys = [f.key for f in _as_futures(futures, self)]
+        return self._sync(self._own_who_has, keys)
+
+    async def _own_who_has(self, keys: list) -> dict:
+        return self.session.state.who_has(keys)
 
     def has_what(self, workers: str | Iterable[str] | None = None) -> dict:
-        """``{worker address: [keys]}`` from the center (None: every worker).
+        """``{worker address: [keys]}`` as the center knows it (None: every worker).
+
+        Like ``who_has()``, this follows what workers report to the center.
 
         .. versionadded:: 0.2.0
         """
