@@ -63,12 +63,23 @@ class FutureProtocol:
     def _condition(self) -> threading.Condition:
         return self.executor._cf_condition
 
+    @_condition.setter
+    def _condition(self, value: threading.Condition) -> None:
+        # a setter only so that type checkers see the attribute typeshed's
+        # concurrent.futures.as_completed protocol asks for
+        raise AttributeError("a Future's _condition is its Executor's; it cannot be replaced")
+
     @property
     def _waiters(self) -> list:
         with self._condition:
             if self._cf_waiters is None:
                 self._cf_waiters = []
             return self._cf_waiters
+
+    @_waiters.setter
+    def _waiters(self, value: list) -> None:
+        with self._condition:
+            self._cf_waiters = value
 
     @property
     def _state(self) -> str:
@@ -83,6 +94,13 @@ class FutureProtocol:
                     s = self.executor.session
                     s.call_soon(s.watch, self.key, self._cf_done)
         return st
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        raise AttributeError(
+            "a Future's state follows its key on the cluster; set_result() and "
+            "set_exception() are not supported"
+        )
 
     def _cf_done(self, _key: Any) -> None:
         """On the session's loop: `key` is in memory, erred or forgotten."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Generator
+from typing import Any, TypeVar
 
 from distributed_core import config
 
@@ -12,6 +13,8 @@ from ._session import Session, resolve_center
 from ._sync import get_runner, on_exit
 
 __all__ = ["ClientBase"]
+
+_C = TypeVar("_C", bound="ClientBase")
 
 _open_sync_clients: set = set()
 
@@ -140,22 +143,22 @@ class ClientBase:
                 self.session = await Session.create(self.center, **self._session_kwargs)
         return self
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         return self._start().__await__()
 
-    async def __aenter__(self):
+    async def __aenter__(self: _C) -> _C:
         await self._start()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self._aclose()
 
-    def __enter__(self):
+    def __enter__(self: _C) -> _C:
         if self.asynchronous:
             raise RuntimeError("an asynchronous client is used with `async with`, not `with`")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     async def _aclose(self) -> None:
@@ -166,7 +169,7 @@ class ClientBase:
             if self._own_cluster is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self._close_own_cluster)
 
-    def close(self):
+    def close(self) -> Any:
         """Close the connection; the data this client computed or scattered is deleted."""
         _open_sync_clients.discard(self)
         if self.asynchronous:
@@ -191,7 +194,7 @@ class ClientBase:
 
     # ------------------------------------------------------------------ cluster view
 
-    def scheduler_info(self):
+    def scheduler_info(self) -> Any:
         """What the center knows of the cluster, with each worker's memory.
 
         ``{'center': address, 'workers': {address: {'name', 'ncores', 'nkeys',

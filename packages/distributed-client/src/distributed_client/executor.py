@@ -8,7 +8,7 @@ import queue
 import threading
 import uuid
 from collections import namedtuple
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ._args import prepickle, replace_remote
@@ -41,7 +41,7 @@ ALL_COMPLETED = concurrent.futures.ALL_COMPLETED
 DoneAndNotDoneFutures = namedtuple("DoneAndNotDoneFutures", "done not_done")
 
 
-class Future(FutureProtocol):
+class Future(FutureProtocol, concurrent.futures.Future[Any]):
     """A remote computation (or scattered data) named by ``key``.
 
     ``result(timeout)`` brings the value here (or raises the remote
@@ -53,8 +53,12 @@ class Future(FutureProtocol):
     Future for a key is garbage collected. With an asynchronous Executor,
     ``await future`` (or ``await future.result()``) gives the value.
 
-    :func:`concurrent.futures.wait` and :func:`concurrent.futures.as_completed`
-    accept these futures (the value stays on the cluster until ``result()``).
+    A :class:`concurrent.futures.Future` (``isinstance`` holds, and type
+    checkers see one): :func:`concurrent.futures.wait`,
+    :func:`concurrent.futures.as_completed` and :func:`asyncio.wrap_future`
+    accept it; the value stays on the cluster until ``result()``. Its
+    ``set_result``/``set_exception``/``set_running_or_notify_cancel`` are
+    for executors' internals and are not supported.
     ``running()`` says whether a worker is running it, ``retry()`` runs an
     erred task again.
 
@@ -71,8 +75,7 @@ class Future(FutureProtocol):
         "_cf_waiters",
         "_cf_exc",
         "_cf_epoch",
-        "__weakref__",
-    )
+    )  # concurrent.futures.Future gives __weakref__ (and a __dict__ never filled)
 
     def __init__(self, key: Hashable, executor: Executor) -> None:
         # the caller already counted one reference to `key` for this Future
@@ -176,7 +179,7 @@ class Future(FutureProtocol):
             return self._cf_exc  # known here (concurrent.futures.wait calls this)
         return self.executor._sync(self._exception, timeout=timeout)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         return self._result().__await__()
 
     def cancel(self) -> bool:
@@ -417,7 +420,7 @@ class Executor(ClientBase):
 
     # ------------------------------------------------------------------ data
 
-    def gather(self, futures, errors: str = "raise"):
+    def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Values of a Future, a list of Futures or a dict of them (same shape back)."""
         return self._sync(self._gather, futures, errors)
 
@@ -520,7 +523,7 @@ class Executor(ClientBase):
 
     # ------------------------------------------------------------------ graphs
 
-    def get(self, dsk, keys, **kwargs):
+    def get(self, dsk: Mapping, keys: Any, **kwargs: Any) -> Any:
         """Run a dask graph and return the results shaped like `keys` (``scheduler=``-ready)."""
         return self._sync(self._get, dsk, keys)
 
@@ -528,7 +531,7 @@ class Executor(ClientBase):
         g = normalize_graph(dsk, keys)
         return await get_with(self.session, g, keys)
 
-    def compute(self, collections, optimize_graph: bool = True):
+    def compute(self, collections: Any, optimize_graph: bool = True) -> Any:
         """Start computing dask collections; a Future per collection (a list for a list)."""
         single = not isinstance(collections, (list, tuple))
         colls = [collections] if single else list(collections)
@@ -572,7 +575,7 @@ class Executor(ClientBase):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def shutdown(self, wait: bool = True):
+    def shutdown(self, wait: bool = True) -> Any:
         """Disconnect; the data of this executor's futures is deleted on the cluster."""
         if wait and not self.asynchronous and self.session is not None and not self.session.closed:
             pass  # outstanding work is abandoned like dask.distributed's Client.close

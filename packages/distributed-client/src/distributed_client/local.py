@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Generator
+from typing import Any
 
 from distributed_core import ensure_secret_file, normalize_address
 from distributed_core.lifeline import Lifeline
@@ -165,7 +167,7 @@ class LocalCluster:
         no_workers_timeout: float | None = None,
         center_timeout: float | None = None,
         env: dict | None = None,
-        security=None,
+        security: Any = None,
         asynchronous: bool = False,
         nanny: bool = False,
         memory_limit: str | int | None = None,
@@ -218,7 +220,7 @@ class LocalCluster:
 
         return await asyncio.get_running_loop().run_in_executor(None, self._start_or_close)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, LocalCluster]:
         return self._astart().__await__()
 
     # ------------------------------------------------------------------ start
@@ -395,13 +397,13 @@ class LocalCluster:
     def __enter__(self) -> LocalCluster:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     async def __aenter__(self) -> LocalCluster:
         return await self._astart()
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         import asyncio
 
         await asyncio.get_running_loop().run_in_executor(None, self.close)

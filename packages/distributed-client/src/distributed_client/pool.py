@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._args import prepickle, replace_remote
@@ -197,7 +197,9 @@ class Pool(ClientBase):
 
     # ------------------------------------------------------------------ public
 
-    def map(self, func, iterable: Iterable, chunksize=None):
+    def map(
+        self, func: Callable[..., Any], iterable: Iterable, chunksize: int | None = None
+    ) -> Any:
         """Apply `func` to each element; a list of RemoteData once all are computed.
 
         Elements that are RemoteData are passed as their value, computed on
@@ -206,7 +208,9 @@ class Pool(ClientBase):
         """
         return self._sync(self._map, func, list(iterable))
 
-    def map_async(self, func, iterable: Iterable, chunksize=None):
+    def map_async(
+        self, func: Callable[..., Any], iterable: Iterable, chunksize: int | None = None
+    ) -> Any:
         """Like :meth:`map` but returns at once: a list of :class:`AsyncResult`."""
         return self._sync(self._map_async, func, list(iterable))
 
@@ -215,11 +219,18 @@ class Pool(ClientBase):
         results = await self._submit(function, [(x,) for x in iterable])
         return [AsyncResult(self, r) for r in results]
 
-    def apply(self, func, args=(), kwds=None):
+    def apply(self, func: Callable[..., Any], args: Iterable = (), kwds: dict | None = None) -> Any:
         """Run ``func(*args, **kwds)`` on the cluster; its RemoteData once computed."""
         return self._sync(self._apply, func, args, kwds)
 
-    def apply_async(self, func, args=(), kwds=None, callback=None, error_callback=None):
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable = (),
+        kwds: dict | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> Any:
         """Start ``func(*args, **kwds)``; returns an :class:`AsyncResult` at once.
 
         `callback(remote_data)` or `error_callback(exception)` run (in the
@@ -227,14 +238,14 @@ class Pool(ClientBase):
         """
         return self._sync(self._apply_async, func, args, kwds, callback, error_callback)
 
-    def scatter(self, data, key: str | None = None, replicas: int = 1):
+    def scatter(self, data: Any, key: str | None = None, replicas: int = 1) -> Any:
         """Put local data on the workers: a list of RemoteData (or dict for a dict)."""
         return self._sync(self._scatter, data, key, replicas)
 
     async def _scatter(self, data, key, replicas):
         return await scatter_with(self.session, data, key, replicas)
 
-    def gather(self, remote_data):
+    def gather(self, remote_data: Any) -> Any:
         """Values of a list of RemoteData (or keys); a dict gives a dict."""
         return self._sync(self._gather, remote_data)
 
@@ -251,11 +262,11 @@ class Pool(ClientBase):
         data = await gather_keys(self.session, keys, refs)
         return [data[k] for k in keys]
 
-    def close(self):
+    def close(self) -> Any:
         """Accept no more work (results already submitted still complete)."""
         self._accepting = False
 
-    def join(self):
+    def join(self) -> Any:
         """Wait for everything submitted to finish; call :meth:`close` first."""
         if self._accepting:
             raise ValueError("Pool is still running: call close() before join()")
@@ -265,7 +276,7 @@ class Pool(ClientBase):
         if self._outstanding and self._idle is not None:
             await self._idle.wait()
 
-    def terminate(self):
+    def terminate(self) -> Any:
         """Stop outstanding work and disconnect; the pool's data is deleted."""
         self._accepting = False
         if self.session is not None and not self.session.closed:
@@ -274,7 +285,7 @@ class Pool(ClientBase):
                 self._call_in_loop(self.session.cancel, keys)
         return ClientBase.close(self)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._accepting = False
         try:
             if exc[0] is None and self.session is not None and not self.session.closed:
@@ -282,7 +293,7 @@ class Pool(ClientBase):
         finally:
             ClientBase.close(self)
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self._accepting = False
         try:
             if exc[0] is None:
