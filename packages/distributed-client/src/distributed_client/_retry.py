@@ -7,17 +7,14 @@ inputs, so a task that failed because an input failed reruns that input too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Iterable
 from typing import Any
 
 __all__ = ["retry_keys"]
 
 
-def retry_keys(session: Any, keys: Iterable[Hashable]) -> list[Hashable]:
-    """Reset the erred tasks among `keys` and their erred inputs; the keys reset."""
-    if session.closed:
-        return []
-    state = session.state
+def _erred_closure(state: Any, keys: list) -> tuple[list, list]:
     roots = [state.tasks[k] for k in keys if k in state.tasks]
     stack = [ts for ts in roots if ts.state == "erred"]
     reset = []
@@ -29,6 +26,27 @@ def retry_keys(session: Any, keys: Iterable[Hashable]) -> list[Hashable]:
         seen.add(ts)
         reset.append(ts)
         stack.extend(ts.dependencies)
+    return roots, reset
+
+
+async def retry_keys(session: Any, keys: Iterable[Hashable]) -> list[Hashable]:
+    """Reset the erred tasks among `keys` and their erred inputs; the keys reset.
+
+    Workers store a task's error under its key, and the client deletes that
+    copy; the reset waits until those deletes are done, so that no task of
+    the rerun can read an old error as its input.
+    """
+    keys = list(keys)
+    if session.closed:
+        return []
+    _, reset = _erred_closure(session.state, keys)
+    deleting = [session._deleting[ts.key] for ts in reset if ts.key in session._deleting]
+    if deleting:
+        await asyncio.gather(*(asyncio.shield(d) for d in deleting))
+    if session.closed:
+        return []
+    state = session.state
+    roots, reset = _erred_closure(state, keys)  # again: things may have changed meanwhile
     for ts in reset:
         ts.state = "released"
         ts.exception = None

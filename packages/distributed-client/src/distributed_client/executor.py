@@ -149,9 +149,12 @@ class Future(FutureProtocol, concurrent.futures.Future[Any]):
         key = self.key
         return self.executor._call_in_loop(lambda: s.state.state_of(key) == "processing")
 
-    def retry(self) -> None:
-        """Run the task again if it erred (its erred inputs too); else nothing."""
-        self.executor.retry([self])
+    def retry(self) -> Any:
+        """Run the task again if it erred (its erred inputs too); else nothing.
+
+        An awaitable with an asynchronous Executor.
+        """
+        return self.executor.retry([self])
 
     def _repr_html_(self) -> str:
         return future_html(self)
@@ -408,14 +411,19 @@ class Executor(ClientBase):
         keys = [f.key for f in _as_futures(futures, self)]
         self._call_in_loop(self.session.cancel, keys)
 
-    def retry(self, futures: Future | Iterable[Future]) -> None:
+    def retry(self, futures: Future | Iterable[Future]) -> Any:
         """Run erred `futures` again, with their erred inputs; others are left alone.
+
+        Returns once the tasks are queued again (an awaitable for an
+        asynchronous Executor).
 
         .. versionadded:: 0.2.0
         """
         fs = _as_futures(futures, self)
-        s = self.session
-        if self._call_in_loop(retry_keys, s, [f.key for f in fs]):
+        return self._sync(self._retry, [f.key for f in fs])
+
+    async def _retry(self, keys: list) -> None:
+        if await retry_keys(self.session, keys):
             self._cf_epoch += 1  # what hooked futures were told is stale now
 
     # ------------------------------------------------------------------ data
