@@ -119,13 +119,15 @@ class ClientBase:
         self._session_kwargs.update(bounds)
 
     def _close_own_cluster(self) -> None:
-        cluster, self._own_cluster = self._own_cluster, None
-        if cluster is not None:
-            cluster.close()
+        if self._own_cluster is not None:
+            self._own_cluster.close()  # idempotent
 
     @property
     def cluster(self) -> Any:
-        """The LocalCluster this client started (``Executor()``), else None."""
+        """The LocalCluster this client started (``Executor()``), else None.
+
+        It is closed when the client closes.
+        """
         return self._own_cluster
 
     # ------------------------------------------------------------------ start/stop
