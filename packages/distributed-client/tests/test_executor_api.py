@@ -19,6 +19,7 @@ from distributed_client import (
     Executor,
     Future,
     LocalCluster,
+    Pool,
     fire_and_forget,
     wait,
 )
@@ -371,6 +372,8 @@ def test_executor_of_a_cluster_object_and_of_the_configured_address(cluster, mon
         with Executor() as ex:
             assert ex.center == cluster.center_address and ex.cluster is None
             assert ex.submit(inc, 2).result() == 3
+        with Pool() as pool:  # Pool shares the constructor
+            assert pool.center == cluster.center_address and pool.cluster is None
     finally:
         monkeypatch.delenv("DISTRIBUTED_CLIENT__ADDRESS")
         config.reset()

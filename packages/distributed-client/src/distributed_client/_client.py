@@ -44,7 +44,11 @@ class ClientBase:
     center
         the center's address (``'host:port'``, ``'tcp://host:port'``,
         ``(host, port)``), or a :class:`~distributed_client.LocalCluster`
-        (whose ``no_workers_timeout`` is then the default).
+        or :class:`~distributed_client.SSHCluster` (whose
+        ``no_workers_timeout`` and ``security`` are then the defaults). Left
+        out (None): the configured ``client.address`` (environment variable
+        ``DISTRIBUTED_CLIENT__ADDRESS``), else a new LocalCluster that the
+        client owns (``.cluster``) and closes when it closes.
     timeout
         seconds to connect to the center (``connect_timeout``).
     center_timeout

@@ -224,11 +224,19 @@ class Executor(ClientBase):
     alive (:class:`~distributed_client.NoWorkersError`), and a task whose
     worker died ``allowed_failures`` (3) times raises
     :class:`~distributed_client.KilledWorker`. `center` may be a
-    :class:`~distributed_client.LocalCluster`. Other keyword arguments:
-    ``security``, ``asynchronous``, ``timeout`` (to connect), ``name``.
+    :class:`~distributed_client.LocalCluster` or
+    :class:`~distributed_client.SSHCluster`, or left out: then the
+    configured ``client.address`` (``DISTRIBUTED_CLIENT__ADDRESS``), else a
+    LocalCluster of the executor's own (``executor.cluster``), closed with
+    it. Other keyword arguments: ``security``, ``asynchronous``,
+    ``timeout`` (to connect), ``name``.
 
     .. versionchanged:: 0.1.1
        ``center_timeout`` and ``no_workers_timeout``.
+
+    .. versionchanged:: 0.2.0
+       `center` is optional; ``cancel``, ``retry``, ``who_has``,
+       ``has_what``, ``ncores``; the scheduling keywords of ``submit``/``map``.
     """
 
     def __init__(self, center: Any = None, **kwargs: Any) -> None:
