@@ -370,13 +370,16 @@ def main() -> int:
         default="map,roundtrip,tree,startup,futures",
         help="comma-separated measures to run",
     )
+    parser.add_argument(
+        "--n-futures", type=int, default=0, help="finished futures for wait/as_completed"
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     rounds = 2 if args.quick else args.rounds
     n_map = 2_000 if args.quick else 10_000
     n_rt = 100 if args.quick else 500
     n_leaves = 1_000 if args.quick else 5_000
-    n_futures = 10_000 if args.quick else 100_000
+    n_futures = args.n_futures or (10_000 if args.quick else 100_000)
 
     try:
         import distributed  # noqa: F401
