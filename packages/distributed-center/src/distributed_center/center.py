@@ -93,14 +93,14 @@ class Center(Server):
         (:mod:`distributed_center.clients`). Default:
         ``timeouts.client_timeout`` from the configuration (30 s).
 
-        .. versionadded:: issue 10
+        .. versionadded:: 0.2.0
     clock
         Monotonic clock for liveness (``time.monotonic``); tests pass a fake
         one and call :meth:`check_liveness` themselves.
     name, limits
         Passed to :class:`distributed_core.Server`.
 
-    .. versionchanged:: issue 8
+    .. versionchanged:: 0.2.0
        The center heartbeats on report streams (announced with
        ``center_heartbeats`` in the ``register`` reply); ``contact_address``
        and ``clock`` were added.

@@ -94,7 +94,7 @@ def prepickle(function):
     ``cloudpickle.register_pickle_by_value`` changes, so registering one
     takes effect at once, even for a function that was pickled before.
 
-    .. versionchanged:: issue 10
+    .. versionchanged:: 0.2.0
        Registering a module by value empties the cache.
     """
     global _cache_registry

@@ -17,6 +17,7 @@ import asyncio
 import multiprocessing
 from collections import deque
 from collections.abc import Hashable
+from typing import Any
 
 __all__ = ["AsyncResult", "IMapIterator", "PoolTimeoutError"]
 
@@ -99,13 +100,21 @@ class AsyncResult:
 
     In an asynchronous pool, ``get`` and ``wait`` return awaitables.
 
-    .. versionchanged:: issue 10
+    .. versionchanged:: 0.2.0
        ``get()`` returns values, as ``multiprocessing`` does (was: the
        RemoteData; ``remote=True`` keeps that); ``map_async`` returns one
        AsyncResult for the whole map (was: a list, one per item).
     """
 
-    def __init__(self, pool, remotes: list, *, single=False, chunked=False, remote=False):
+    def __init__(
+        self,
+        pool: Any,
+        remotes: list,
+        *,
+        single: bool = False,
+        chunked: bool = False,
+        remote: bool = False,
+    ) -> None:
         self._pool = pool
         self._session = pool.session
         self._remotes = remotes
@@ -160,7 +169,7 @@ class AsyncResult:
         return f"<AsyncResult {n} ready={self.ready()}>"
 
     @property
-    def remote_data(self):
+    def remote_data(self) -> Any:
         """The :class:`~distributed_client.RemoteData` (a list for map) at once,
         without waiting: pass it on to more work. Only with ``remote=True``."""
         if not self._remote:
@@ -201,7 +210,7 @@ class AsyncResult:
 
     # ------------------------------------------------------------------ public
 
-    def get(self, timeout: float | None = None):
+    def get(self, timeout: float | None = None) -> Any:
         """The value (a list for map), or raise the remote exception.
 
         Raises ``PoolTimeoutError`` if it is not ready within `timeout`

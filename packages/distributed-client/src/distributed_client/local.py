@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Generator
+from typing import Any
 
 from distributed_core import ensure_secret_file, normalize_address, parse_resources
 from distributed_core.lifeline import Lifeline
@@ -168,13 +170,13 @@ class LocalCluster:
         no_workers_timeout: float | None = None,
         center_timeout: float | None = None,
         env: dict | None = None,
-        security=None,
+        security: Any = None,
         asynchronous: bool = False,
         nanny: bool = False,
         memory_limit: str | int | None = None,
         death_timeout: float | None = 60.0,
         worker_args: list[str] | None = None,
-        resources=None,
+        resources: str | dict | None = None,
     ):
         if n_workers < 0:
             raise ValueError(f"n_workers must be >= 0, got {n_workers}")
@@ -223,7 +225,7 @@ class LocalCluster:
 
         return await asyncio.get_running_loop().run_in_executor(None, self._start_or_close)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, LocalCluster]:
         return self._astart().__await__()
 
     # ------------------------------------------------------------------ start
@@ -353,7 +355,7 @@ class LocalCluster:
     def worker_processes(self) -> list[subprocess.Popen]:
         return [w.popen for w in self._workers]
 
-    def add_worker(self, resources=None) -> str:
+    def add_worker(self, resources: str | dict | None = None) -> str:
         """Start one more worker; returns its address once it is registered.
 
         `resources` (issue 10): what this one declares instead of the cluster's.
@@ -405,13 +407,13 @@ class LocalCluster:
     def __enter__(self) -> LocalCluster:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     async def __aenter__(self) -> LocalCluster:
         return await self._astart()
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         import asyncio
 
         await asyncio.get_running_loop().run_in_executor(None, self.close)
@@ -422,6 +424,11 @@ class LocalCluster:
                 self.close(timeout=1)
             except Exception:
                 pass
+
+    def _repr_html_(self) -> str:
+        from ._html import cluster_html
+
+        return cluster_html(self)
 
     def __repr__(self) -> str:
         return (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ._args import prepickle, replace_remote
 from ._client import ClientBase
@@ -81,14 +82,14 @@ class Pool(ClientBase):
     .. versionchanged:: 0.1.1
        ``center_timeout`` and ``no_workers_timeout``.
 
-    .. versionchanged:: issue 10
+    .. versionchanged:: 0.2.0
        ``map``/``apply`` return values like ``multiprocessing`` (was:
        RemoteData, now ``remote=True``); ``starmap``, ``imap``,
        ``imap_unordered``, ``starmap_async``; ``chunksize`` is honoured;
        ``map_async`` returns one :class:`AsyncResult`.
     """
 
-    def __init__(self, center, **kwargs):
+    def __init__(self, center: Any = None, **kwargs: Any) -> None:
         super().__init__(center, **kwargs)
         self._accepting = True
         self._outstanding: set = set()
@@ -209,7 +210,14 @@ class Pool(ClientBase):
 
     # ------------------------------------------------------------------ public
 
-    def map(self, func, iterable: Iterable, chunksize=None, *, remote: bool = False):
+    def map(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        *,
+        remote: bool = False,
+    ) -> list:
         """``[func(x) for x in iterable]``, computed on the cluster.
 
         Blocks until every result is computed and returns the values; raises
@@ -219,29 +227,42 @@ class Pool(ClientBase):
         list of :class:`RemoteData` instead (the results stay on the
         workers; one task per item).
 
-        .. versionchanged:: issue 10
+        .. versionchanged:: 0.2.0
            Returns values (was: RemoteData, now ``remote=True``);
            ``chunksize`` is honoured.
         """
         return self._sync(self._map, func, list(iterable), False, chunksize, remote)
 
-    def starmap(self, func, iterable: Iterable, chunksize=None, *, remote: bool = False):
+    def starmap(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        *,
+        remote: bool = False,
+    ) -> list:
         """``[func(*args) for args in iterable]``; otherwise like :meth:`map`.
 
-        .. versionadded:: issue 10
+        .. versionadded:: 0.2.0
         """
         return self._sync(self._map, func, list(iterable), True, chunksize, remote)
 
     def map_async(
-        self, func, iterable: Iterable, chunksize=None, callback=None, error_callback=None,
-        *, remote: bool = False,
-    ):  # fmt: skip
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+        *,
+        remote: bool = False,
+    ) -> AsyncResult:
         """Like :meth:`map` but returns at once: one :class:`AsyncResult`.
 
         `callback(list_of_values)` or `error_callback(exception)` run in the
         client's event loop thread when it is done (keep them short).
 
-        .. versionchanged:: issue 10
+        .. versionchanged:: 0.2.0
            One AsyncResult for the whole map (was: a list of them);
            callbacks; ``chunksize``.
         """
@@ -251,19 +272,25 @@ class Pool(ClientBase):
         )  # fmt: skip
 
     def starmap_async(
-        self, func, iterable: Iterable, chunksize=None, callback=None, error_callback=None,
-        *, remote: bool = False,
-    ):  # fmt: skip
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+        *,
+        remote: bool = False,
+    ) -> AsyncResult:
         """Like :meth:`starmap` but returns at once: one :class:`AsyncResult`.
 
-        .. versionadded:: issue 10
+        .. versionadded:: 0.2.0
         """
         return self._sync(
             self._map_async, func, list(iterable), True, chunksize,
             callback, error_callback, remote,
         )  # fmt: skip
 
-    def imap(self, func, iterable: Iterable, chunksize=1):
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
         """An iterator of ``func(x)`` in order, each as soon as it and those before it are done.
 
         Every task is submitted at once; results are gathered in batches of
@@ -272,48 +299,63 @@ class Pool(ClientBase):
         raises ``PoolTimeoutError``. In an asynchronous pool:
         ``async for x in await pool.imap(...)``.
 
-        .. versionadded:: issue 10
+        .. versionadded:: 0.2.0
         """
         return self._sync(self._imap, func, list(iterable), chunksize, True)
 
-    def imap_unordered(self, func, iterable: Iterable, chunksize=1):
+    def imap_unordered(
+        self, func: Callable, iterable: Iterable, chunksize: int = 1
+    ) -> IMapIterator:
         """Like :meth:`imap`, but results come in the order they finish.
 
-        .. versionadded:: issue 10
+        .. versionadded:: 0.2.0
         """
         return self._sync(self._imap, func, list(iterable), chunksize, False)
 
-    def apply(self, func, args=(), kwds=None, *, remote: bool = False):
+    def apply(
+        self,
+        func: Callable,
+        args: Iterable = (),
+        kwds: dict | None = None,
+        *,
+        remote: bool = False,
+    ) -> Any:
         """``func(*args, **kwds)`` on the cluster: its value (its RemoteData with ``remote=True``).
 
-        .. versionchanged:: issue 10
+        .. versionchanged:: 0.2.0
            Returns the value (was: the RemoteData, now ``remote=True``).
         """
         return self._sync(self._apply, func, args, kwds, remote)
 
     def apply_async(
-        self, func, args=(), kwds=None, callback=None, error_callback=None,
-        *, remote: bool = False,
-    ):  # fmt: skip
+        self,
+        func: Callable,
+        args: Iterable = (),
+        kwds: dict | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+        *,
+        remote: bool = False,
+    ) -> AsyncResult:
         """Start ``func(*args, **kwds)``; returns an :class:`AsyncResult` at once.
 
         `callback(value)` or `error_callback(exception)` run (in the
         client's event loop thread) when it finishes.
 
-        .. versionchanged:: issue 10
+        .. versionchanged:: 0.2.0
            ``get()`` and `callback` get the value (was: the RemoteData, now
            ``remote=True``).
         """
         return self._sync(self._apply_async, func, args, kwds, callback, error_callback, remote)
 
-    def scatter(self, data, key: str | None = None, replicas: int = 1):
+    def scatter(self, data: Any, key: str | None = None, replicas: int = 1) -> Any:
         """Put local data on the workers: a list of RemoteData (or dict for a dict)."""
         return self._sync(self._scatter, data, key, replicas)
 
     async def _scatter(self, data, key, replicas):
         return await scatter_with(self.session, data, key, replicas)
 
-    def gather(self, remote_data):
+    def gather(self, remote_data: Any) -> Any:
         """Values of a list of RemoteData (or keys); a dict gives a dict."""
         return self._sync(self._gather, remote_data)
 
@@ -339,16 +381,16 @@ class Pool(ClientBase):
             ) from None
         return [data[k] for k in keys]
 
-    def close(self):
+    def close(self) -> Any:
         """Accept no more work (results already submitted still complete)."""
         self._accepting = False
 
-    def join(self):
+    def join(self) -> Any:
         """Wait for everything submitted to finish, then disconnect and delete
         the pool's data on the cluster (gather results first); call
         :meth:`close` first.
 
-        .. versionchanged:: issue 10
+        .. versionchanged:: 0.2.0
            Disconnects and deletes the pool's data (it only waited before).
         """
         if self._accepting:
@@ -373,7 +415,7 @@ class Pool(ClientBase):
         if self._outstanding and self._idle is not None:
             await self._idle.wait()
 
-    def terminate(self):
+    def terminate(self) -> Any:
         """Stop outstanding work and disconnect; the pool's data is deleted."""
         self._accepting = False
         if self.session is not None and not self.session.closed:
@@ -382,7 +424,7 @@ class Pool(ClientBase):
                 self._call_in_loop(self.session.cancel, keys)
         return ClientBase.close(self)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._accepting = False
         try:
             if exc[0] is None and self.session is not None and not self.session.closed:
@@ -390,7 +432,7 @@ class Pool(ClientBase):
         finally:
             ClientBase.close(self)
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self._accepting = False
         try:
             if exc[0] is None:

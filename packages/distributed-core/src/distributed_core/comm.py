@@ -376,7 +376,7 @@ class Comm:
         .. versionchanged:: 0.2.0
            ``None`` uses the default secret file when it exists.
 
-        .. versionadded:: issue 10
+        .. versionadded:: 0.2.0
            ``client``.
         """
         if security is None:
@@ -641,7 +641,7 @@ async def connect(
        ``timeouts``; ``timeout`` defaults to ``timeouts.connect_timeout``
        (5 s) instead of 10 s; TCP keepalive and ``TCP_USER_TIMEOUT`` are set.
 
-    .. versionadded:: issue 10
+    .. versionadded:: 0.2.0
        ``client``: a client's id, sent in the hello (see :meth:`Comm.handshake`).
     """
     address = normalize_address(address)

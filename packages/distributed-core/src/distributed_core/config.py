@@ -325,6 +325,14 @@ SCHEMA: dict[str, Setting] = {
             "Refuse TLS peers without a certificate signed by tls_ca_file.",
         ),
         Setting(
+            "client.address",
+            "str",
+            None,
+            "Center address an Executor or Pool connects to when given none "
+            "(default: none, then they start a LocalCluster of their own).",
+            optional=True,
+        ),
+        Setting(
             "limits.max_frames",
             "int",
             100_000,

@@ -88,7 +88,7 @@ def pickle_dumps(obj, buffer_callback=None) -> bytes:
     ``cloudpickle.register_pickle_by_value`` (functions or data, e.g. an
     instance of a class defined there), following cloudpickle's rules.
 
-    .. versionchanged:: issue 10
+    .. versionchanged:: 0.2.0
        Modules registered with ``register_pickle_by_value`` go by value.
     """
     buffers = []

@@ -160,9 +160,9 @@ class Worker(Server):
         key, else none). Reported by ``identity`` and to the Center; clients
         place tasks that ask for resources only where they are free.
 
-        .. versionadded:: issue 10
+        .. versionadded:: 0.2.0
 
-    .. versionadded:: issue 9
+    .. versionadded:: 0.2.0
        memory limits, spilling, pausing, ``death_timeout``.
     """
 
@@ -306,7 +306,7 @@ class Worker(Server):
         local address of the interface that routes to the Center (no packet
         is sent), with the Center's scheme (``tls`` if it uses TLS).
 
-        .. versionchanged:: issue 8
+        .. versionchanged:: 0.2.0
            `start` no longer listens here but on all interfaces, and
            advertises this address.
         """
@@ -350,7 +350,7 @@ class Worker(Server):
         `distributed_core.CommClosedError` when the Center cannot be reached
         within ``connect_timeout``.
 
-        .. versionchanged:: issue 8
+        .. versionchanged:: 0.2.0
            Without `address`, listens on all interfaces (it listened on
            `default_address` only) and advertises `default_address`.
         """
@@ -1030,7 +1030,7 @@ def route_to(host: str) -> str:
     connect) names the local address the kernel would use. Loopback and
     unspecified hosts give loopback (``127.0.0.1``, ``::1`` for IPv6).
 
-    .. versionchanged:: issue 8
+    .. versionchanged:: 0.2.0
        IPv6 hosts give the IPv6 address that routes to them.
     """
     v6 = ":" in host
