@@ -7,14 +7,14 @@ import random
 
 import pytest
 
-from distributed_client._state import (
+from distributed_client._pipeline import (
     MAX_IN_FLIGHT_PER_CORE,
-    MAX_MISSING_DATA,
     RoundTrip,
-    SchedulerState,
     default_max_in_flight,
     in_flight_target,
 )
+from distributed_client._recovery import MAX_MISSING_DATA
+from distributed_client._state import SchedulerState
 from distributed_client.errors import LostDataError
 
 A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
@@ -373,7 +373,7 @@ def test_stealing_skips_a_worker_the_task_avoids():
     s = make(A, B)
     s.update_graph({f"t{i}": ("spec", []) for i in range(20)}, wants=[f"t{i}" for i in range(20)])
     for ts in s.tasks.values():
-        ts.avoid.add(B)
+        ts.avoid_worker(B)
     sent = s.assign()
     assert {w for w, _ in sent} == {A}
 
