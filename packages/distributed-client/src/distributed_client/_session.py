@@ -391,6 +391,14 @@ class Session(DataMixin):
             self.state.cancel(keys)
             self._kick()
 
+    def status_of(self, key: Hashable) -> tuple:
+        """``(state, exception)`` of `key` for reads from any thread (the one snapshot).
+
+        See :meth:`SchedulerState.status_of`: one atomic lookup, never a
+        ``KeyError`` while the loop thread changes the state.
+        """
+        return self.state.status_of(key)
+
     def watch(self, key: Hashable, callback) -> None:
         """Call ``callback(key)`` on the loop once `key` is in memory or erred."""
         st = self.state.state_of(key)
@@ -427,7 +435,7 @@ class Session(DataMixin):
             self._notify(key)
         for worker, key in self.state.assign():
             self._send_compute(worker, key)
-        if self.state.unplaced and self.state.workers:
+        if (self.state.unplaced or self.state.unplaced_urgent) and self.state.workers:
             self._kick()  # place the rest in a later loop iteration
         if self._busy():
             self._ensure_refresher()
@@ -720,6 +728,15 @@ class Session(DataMixin):
             logger.debug("identity of %s: %s", address, e)
             return
         features = ident.get("features") if isinstance(ident, dict) else None
+        resources = ident.get("resources") if isinstance(ident, dict) else None
+        if isinstance(resources, dict) and resources:
+            try:  # what tasks with resources={...} may use there
+                self.state.set_worker_resources(address, resources)
+            except (TypeError, ValueError) as e:
+                logger.warning(
+                    "worker %s declared unusable resources %r: %s", address, resources, e
+                )
+            self._kick()
         ws = self.state.workers.get(address)
         if isinstance(features, list) and "pending" in features and ws is not None:
             self._capable.add(address)
@@ -733,6 +750,7 @@ class Session(DataMixin):
         st = self.state
         return bool(
             st.unplaced
+            or st.unplaced_urgent
             or st.isolated
             or st.unrunnable
             or st.processing_count()

@@ -86,11 +86,10 @@ class Future:
         s = self._session
         if s is None:
             return "pending"
-        st = s.state.state_of(self.key)
+        st, exc = s.status_of(self.key)
         if st == "memory":
             return "finished"
         if st == "erred":
-            exc = s.state.tasks[self.key].exception
             if isinstance(exc, CancelledError):
                 return "cancelled"
             if isinstance(exc, LostDataError):

@@ -67,13 +67,13 @@ class AsyncResult:
             pass
 
     def ready(self) -> bool:
-        return self._session.state.state_of(self.key) in ("memory", "erred", None)
+        return self._session.status_of(self.key)[0] in ("memory", "erred", None)
 
     def successful(self) -> bool:
         """Whether the task finished without error; ``ValueError`` if not ready yet."""
         if not self.ready():
             raise ValueError(f"{self!r} not ready")
-        return self._session.state.state_of(self.key) == "memory"
+        return self._session.status_of(self.key)[0] == "memory"
 
 
 class Pool(ClientBase):
