@@ -198,7 +198,7 @@ class Executor(ClientBase):
                 key = f"{name}-{tokenize(self.session.id, function.blob, args, kwargs)}"
             else:
                 key = f"{name}-{uuid.uuid4().hex}"
-        deps = list(found)
+        deps = tuple(found)  # () for most tasks: no per-task list (client memory)
         return key, (function, args, kwargs, deps), deps
 
     def _check_ref(self, ref) -> None:
