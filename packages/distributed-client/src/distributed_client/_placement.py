@@ -136,6 +136,31 @@ class PlacementMixin:
                 self._requeue(ts)
             self.unrunnable = []
 
+    def _maybe_compact(self) -> None:
+        """Drop stale queue entries once they are many (amortized O(1) per released task)."""
+        if self._stale >= max(1000, len(self.tasks)):
+            self._compact_queues()
+
+    def _compact_queues(self) -> None:
+        """Keep in each queue only the tasks still queued there (no references to released ones)."""
+        self._stale = 0
+
+        def live(ts, where=None):
+            return ts.state == _QUEUED and ts.queued_on == where
+
+        self.unplaced = deque(t for t in self.unplaced if live(t))
+        self.unplaced_urgent = [e for e in self.unplaced_urgent if live(e[-1])]
+        heapq.heapify(self.unplaced_urgent)
+        self.isolated = deque(t for t in self.isolated if live(t))
+        self.unrunnable = [t for t in self.unrunnable if live(t)]
+        for ws in self.workers.values():
+            a = ws.address
+            ws.queue = deque(t for t in ws.queue if live(t, a))
+            ws.blocked = deque(t for t in ws.blocked if live(t, a))
+            ws.urgent = [e for e in ws.urgent if live(e[-1], a)]
+            heapq.heapify(ws.urgent)
+            ws.ahead_queue = deque(t for t in ws.ahead_queue if t.state == _WAITING)
+
     def _next_unplaced(self) -> TaskState:
         """The next ready task to place: positive priorities, then the rest in order."""
         urgent = self.unplaced_urgent

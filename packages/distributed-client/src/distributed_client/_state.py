@@ -143,6 +143,9 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
         self.ahead_dispatch = True
         #: how many tasks were sent ahead of their inputs (a statistic)
         self.sent_ahead = 0
+        #: queue entries left behind by tasks that stopped being queued (see
+        #: _compact_queues: released work must not stay referenced)
+        self._stale = 0
 
     # ------------------------------------------------------------------ queries
 
@@ -329,6 +332,7 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
                 ts.wants -= 1
             if ts.wants == 0:
                 self._maybe_release(ts)
+        self._maybe_compact()
 
     def cancel(self, keys: Iterable[Hashable]) -> None:
         """Stop computing `keys`: they and their unfinished dependents fail with CancelledError."""
@@ -337,6 +341,7 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
             if ts is None or ts.state in (_MEMORY, _ERRED):
                 continue
             self._fail(ts, CancelledError(f"task {key!r} was cancelled"))
+        self._maybe_compact()
 
     def retry(self, keys: Iterable[Hashable]) -> None:
         """Run failed `keys` (and their failed inputs) again, as if never run."""
@@ -520,6 +525,8 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
             ts = stack.pop()
             if ts.state in (_ERRED, _MEMORY) and ts is not root:
                 continue
+            if ts.state == _QUEUED:
+                self._stale += 1
             if ts.processing_on is not None:
                 self._unprocess(ts)
             ts.queued_on = None
@@ -560,6 +567,8 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
                 transition(ts, "release")
             elif ts.state in ACTIVE:
                 # nobody wants it any more: stop it (a late result is deleted)
+                if ts.state == _QUEUED:
+                    self._stale += 1
                 if ts.processing_on is not None:
                     self._unprocess(ts)
                 ts.queued_on = None
