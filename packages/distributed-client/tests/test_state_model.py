@@ -45,7 +45,34 @@ class EngineModel(RuleBasedStateMachine):
         return keys[i % len(keys)] if keys else None
 
     def _processing(self):
-        return sorted(k for k, ts in self.s.tasks.items() if ts.state == "processing")
+        """Tasks a worker could finish now (a task sent ahead waits for its inputs)."""
+        return sorted(
+            k
+            for k, ts in self.s.tasks.items()
+            if ts.state == "processing" and all(d.state == "memory" for d in ts.dependencies)
+        )
+
+    def _workers_reply(self) -> bool:
+        """What real workers would answer now: results, or missing-data for lost inputs."""
+        s = self.s
+        replied = False
+        for ts in [t for t in s.tasks.values() if t.state == "processing"]:
+            if ts.state != "processing":
+                continue  # changed by an earlier reply
+            w = ts.processing_on
+            gone = [
+                d.key
+                for d in ts.dependencies
+                if d.state != "memory"
+                and not (d.state == "processing" and d.processing_on == w and d.key in ts.pending)
+            ]
+            if gone:
+                s.task_missing_data(ts.key, w, gone)
+                replied = True
+            elif all(d.state == "memory" for d in ts.dependencies):
+                s.task_finished(ts.key, w, nbytes=1)
+                replied = True
+        return replied
 
     # ------------------------------------------------------------ rules
 
@@ -92,10 +119,18 @@ class EngineModel(RuleBasedStateMachine):
         if key is not None:
             self.s.cancel([key])
 
-    @rule(w=st.sampled_from(WORKERS), ncores=st.integers(1, 2), gpu=st.sampled_from([0, 1, 2]))
-    def add_worker(self, w, ncores, gpu):
+    @rule(
+        w=st.sampled_from(WORKERS),
+        ncores=st.integers(1, 2),
+        gpu=st.sampled_from([0, 1, 2]),
+        ahead=st.booleans(),
+    )
+    def add_worker(self, w, ncores, gpu, ahead):
+        if w in self.s.workers:
+            return  # known already (a worker declares its resources once)
         self.s.add_worker(w, ncores)
         self.s.set_worker_resources(w, {"GPU": gpu} if gpu else {})
+        self.s.workers[w].ahead = ahead  # it may get tasks ahead of their inputs
 
     @rule(w=st.sampled_from(WORKERS), blame=st.booleans())
     def remove_worker(self, w, blame):
@@ -138,13 +173,9 @@ class EngineModel(RuleBasedStateMachine):
         """Run everything that can run; then nothing wanted may be stuck."""
         s = self.s
         for _ in range(10_000):
-            running = [(ts.processing_on, k) for k in self._processing() for ts in [s.tasks[k]]]
-            sent = s.assign()
-            if not sent and not running:
+            if not self._workers_reply() and not s.assign():
                 break
-            for w, k in running + sent:
-                s.task_finished(k, w, nbytes=1)
-        assert not self._processing()
+        assert not any(ts.state == "processing" for ts in s.tasks.values())
         for ts in s.tasks.values():
             if ts.state == "queued":
                 assert not s._candidates(ts), f"{ts} could run on {s._candidates(ts)}"

@@ -270,11 +270,13 @@ class PlacementMixin:
         victim = None
         longest = 0
         for ws in self.workers.values():
-            if ws is not thief and len(ws.queue) > longest:
-                victim, longest = ws, len(ws.queue)
+            n = len(ws.queue) + len(ws.blocked)
+            if ws is not thief and n > longest:
+                victim, longest = ws, n
         if victim is None:
             return None
-        q = victim.queue
+        # its own queue, else the tasks waiting there for resources the thief has free
+        q = victim.queue or victim.blocked
         long_queue = len(q) > 4 * victim.max_in_flight
         skipped = []
         found = None

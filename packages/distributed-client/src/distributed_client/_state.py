@@ -432,6 +432,8 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
             return
         if ts.processing_on == worker:
             self._unprocess(ts)
+        elif ts.state in (_WAITING, _PROCESSING):
+            return  # a late reply: it was sent back to wait, or runs elsewhere now
         if ts.state not in ACTIVE:
             return
         if ts.state == _PROCESSING and ts.tries < ts.options.retries and ts.spec is not None:
@@ -439,10 +441,15 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
             ts.tries += 1
             if ts.pending:
                 ts.pending = ()
-            if ts.processing_on is not None:
-                self._unprocess(ts)
             transition(ts, "retry")
             self._need(ts)
+            # dependents sent ahead of it would fail with this try's error: they wait again
+            for d in ts.dependents:
+                if d.state == _PROCESSING and key in d.pending:
+                    self._unprocess(d)
+                    d.pending = ()
+                    transition(d, "reschedule")
+                    self._need(d)
             return
         self._fail(ts, exception)
 

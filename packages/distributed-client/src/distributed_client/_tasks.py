@@ -226,7 +226,8 @@ class WorkerState:
 
     @property
     def load(self) -> float:
-        return (len(self.processing) + len(self.queue) + len(self.urgent)) / self.ncores
+        n = len(self.processing) + len(self.queue) + len(self.urgent) + len(self.blocked)
+        return n / self.ncores
 
     @property
     def free_slots(self) -> int:
