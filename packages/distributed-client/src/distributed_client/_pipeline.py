@@ -8,7 +8,13 @@ never wait for the client). Pure functions and a small estimator: no I/O.
 
 from __future__ import annotations
 
-__all__ = ["RoundTrip", "default_max_in_flight", "in_flight_target", "MAX_IN_FLIGHT_PER_CORE"]
+__all__ = [
+    "PipelinePolicy",
+    "RoundTrip",
+    "default_max_in_flight",
+    "in_flight_target",
+    "MAX_IN_FLIGHT_PER_CORE",
+]
 
 #: the most tasks kept in flight per core of one worker, however far away it
 #: is and however short its tasks (bounds what a dead worker takes with it and
@@ -93,3 +99,89 @@ class RoundTrip:
         self.rtt = self._cur if self._prev is None else min(self._cur, self._prev)
         tt = self.task_time
         self.task_time = duration if tt is None else 0.9 * tt + 0.1 * duration
+
+
+class PipelinePolicy:
+    """Per-worker pipelining decisions from the timing of compute replies (no I/O).
+
+    The driver reports events with the loop's clock; this sets each worker's
+    ``max_in_flight`` and ``ahead`` on its :class:`~._tasks.WorkerState`:
+
+    * :meth:`on_reply`: enough requests must wait at the worker to cover the
+      client's own reaction time (`pipeline_cover` seconds): many for tasks of
+      a few microseconds, ``2 * ncores + 1`` for tasks that take a while
+      (then queued work stays in the client, where it can still go to another
+      worker); never less than the round trip needs (:func:`in_flight_target`).
+    * :meth:`on_round_trip`: a reply came `elapsed` s after its request and the
+      function ran `duration` s. A worker that reports durations understands
+      tasks sent ahead of their inputs (``pending``); they go to it while its
+      tasks are short (`ahead_max_task_time`: a compute waiting for its inputs
+      holds its connection).
+    * :meth:`on_identity`: the worker's ``identity`` lists its features.
+
+    >>> from distributed_client._tasks import WorkerState
+    >>> ws = WorkerState("tcp://a:1", ncores=1, max_in_flight=3)
+    >>> p = PipelinePolicy()
+    >>> p.on_round_trip(ws, elapsed=0.0105, duration=0.0005, now=0.0)
+    >>> ws.ahead, ws.max_in_flight, p.is_capable("tcp://a:1")
+    (True, 43, True)
+    """
+
+    def __init__(self, pipeline_cover: float = 0.003, ahead_max_task_time: float = 0.5):
+        self.pipeline_cover = pipeline_cover
+        self.ahead_max_task_time = ahead_max_task_time
+        #: worker -> [time of its last compute reply, smoothed gap between replies]
+        self._timing: dict[str, list] = {}
+        #: worker -> its round trip and task time (sizes its pipeline)
+        self.round_trips: dict[str, RoundTrip] = {}
+        #: workers that understand the issue-8 compute fields (pending, keep_inputs)
+        self._capable: set[str] = set()
+
+    def is_capable(self, worker: str) -> bool:
+        return worker in self._capable
+
+    def forget(self, worker: str) -> None:
+        """`worker` is gone: a worker at that address later starts afresh."""
+        self.round_trips.pop(worker, None)
+        self._capable.discard(worker)
+
+    def on_reply(self, worker: str, ws, now: float) -> None:
+        """A compute reply from `worker` (whose WorkerState is `ws`, or None) at `now`."""
+        timing = self._timing.get(worker)
+        if timing is None:
+            self._timing[worker] = [now, None]
+            return
+        gap = now - timing[0]
+        timing[0] = now
+        if gap > 0.25 or ws is None or len(ws.processing) < 2:
+            return  # the worker may have waited for us: not a measure of its speed
+        ewma = timing[1] = gap if timing[1] is None else 0.8 * timing[1] + 0.2 * gap
+        n = ws.ncores
+        depth = n + int(self.pipeline_cover / max(ewma, 1e-6))
+        depth = min(max(2 * n + 1, depth), 16 * n + 4)
+        rt = self.round_trips.get(worker)
+        if rt is not None:  # cover the round trip too (bandwidth-delay product)
+            depth = max(depth, in_flight_target(n, rt.rtt, rt.task_time))
+        ws.max_in_flight = depth
+
+    def on_round_trip(self, ws, elapsed: float, duration: float, now: float) -> None:
+        """A reply from ``ws.address`` after `elapsed` s; the function ran `duration` s."""
+        worker = ws.address
+        rt = self.round_trips.get(worker)
+        if rt is None:
+            rt = self.round_trips[worker] = RoundTrip()
+        rt.observe(elapsed, duration, now)
+        self._capable.add(worker)
+        ws.ahead = rt.task_time is not None and rt.task_time < self.ahead_max_task_time
+        ws.max_in_flight = max(ws.max_in_flight, in_flight_target(ws.ncores, rt.rtt, rt.task_time))
+
+    def on_identity(self, ws, features) -> bool:
+        """The worker's ``identity`` listed `features`; True if it understands ``pending``."""
+        if not (isinstance(features, list) and "pending" in features):
+            return False
+        self._capable.add(ws.address)
+        rt = self.round_trips.get(ws.address)
+        ws.ahead = rt is None or (
+            rt.task_time is not None and rt.task_time < self.ahead_max_task_time
+        )
+        return True
