@@ -23,11 +23,6 @@ def flaky(path, fails):
     return n
 
 
-def sleepy(delay):
-    time.sleep(delay)
-    return delay
-
-
 def inc(x):
     return x + 1
 
@@ -71,16 +66,18 @@ def test_resources_no_worker_declares_fail_naming_them(e):
         f.result(timeout=30)
 
 
-def test_cancel_cancels_dependents_waiting_for_it(e):
-    x = submit(e, sleepy, 3)
-    key, spec, deps = e._prepare(prepickle(inc), (x,), {}, pure=False)
-    e.session.call_soon(e.session.update_graph_or_fail, {key: (spec, deps)}, [key])
-    y = Future(key, e)
-    deadline = time.monotonic() + 10
-    while e.session.status_of(y.key)[0] != "waiting":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    x.cancel()
-    with pytest.raises(CancelledError):
-        y.result(timeout=10)
-    assert y.status == "cancelled"
+def test_cancel_cancels_dependents_waiting_for_it(cluster):
+    with Executor(cluster.center_address, no_workers_timeout=None) as e:
+        # x waits for a worker that never comes, so y surely waits for x
+        x = submit(e, inc, 1, workers=["tcp://127.0.0.1:9"])
+        key, spec, deps = e._prepare(prepickle(inc), (x,), {}, pure=False)
+        e.session.call_soon(e.session.update_graph_or_fail, {key: (spec, deps)}, [key])
+        y = Future(key, e)
+        deadline = time.monotonic() + 30
+        while e.session.status_of(y.key)[0] != "waiting":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert x.cancel()
+        with pytest.raises(CancelledError):
+            y.result(timeout=10)
+        assert y.status == "cancelled" and x.status == "cancelled"

@@ -245,3 +245,15 @@ def test_status_of_is_one_read():
     err = ValueError("boom")
     s.task_erred("x", A, err)
     assert s.status_of("x") == ("erred", err)
+
+
+def test_center_list_takes_back_a_failed_worker_only_after_the_grace():
+    clock = Clock()
+    s = make(A, clock=clock)
+    s.gone_grace = 5.0
+    s.remove_worker(A)
+    assert s.center_lists({A: 1, B: 2}) == ([B], [])  # the center may not know yet
+    assert A not in s.workers and s.workers[B].ncores == 2
+    clock.t = 6.0
+    assert s.center_lists({A: 1, B: 2}) == ([A], [])
+    assert s.center_lists({A: 1}) == ([], [B])  # the driver fails B

@@ -163,7 +163,6 @@ class DispatchMixin:
         if link is not None:
             link.close()
         if address in self.state.workers:
-            self._gone[address] = self.loop.time()
             self.pipeline.forget(address)
             ws = self.state.workers[address]
             busy = (ws.processing or ws.has) and not self.closed
@@ -186,18 +185,12 @@ class DispatchMixin:
         ncores = await self.center_call("ncores", retry=retry)
         if not isinstance(ncores, dict):
             raise TypeError(f"center at {self.center_address} answered ncores with {ncores!r:.100}")
-        now = self.loop.time()
-        for address, t in list(self._gone.items()):
-            if address not in ncores or now - t > self.gone_grace:
-                del self._gone[address]
-        for address, n in ncores.items():
-            if address not in self.state.workers and address not in self._gone:
-                logger.debug("worker %s (%s cores)", address, n)
-                self.state.add_worker(address, n or 1)
-                self._probe_soon(address)
-        for address in list(self.state.workers):
-            if address not in ncores:
-                self._worker_failed(address, blame=True)
+        new, missing = self.state.center_lists(ncores)
+        for address in new:
+            logger.debug("worker %s (%s cores)", address, ncores[address])
+            self._probe_soon(address)
+        for address in missing:
+            self._worker_failed(address, blame=True)
         if self.state.workers:
             self._workers_event.set()
         else:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 
-from ._tasks import EMPTY, TaskState
+from ._tasks import _DEFAULT_RARE, EMPTY, TaskState
 from ._transitions import TaskStatus, transition
 from .errors import KilledWorker, LostDataError
 
@@ -36,6 +36,7 @@ _QUEUED = TaskStatus.queued
 _WAITING = TaskStatus.waiting
 _MEMORY = TaskStatus.memory
 _PROCESSING = TaskStatus.processing
+_ERRED = TaskStatus.erred
 
 
 class RecoveryMixin:
@@ -49,6 +50,7 @@ class RecoveryMixin:
         ws = self.workers.pop(address, None)
         if ws is None:
             return
+        self.gone[address] = self.clock()
         if blame:
             self.unreached.discard(address)
         else:
@@ -97,6 +99,45 @@ class RecoveryMixin:
         ws.urgent.clear()
         ws.blocked.clear()
         self._check_no_workers()
+
+    def center_lists(self, ncores: Mapping[str, int]) -> tuple[list[str], list[str]]:
+        """The center lists these workers (``{address: cores}``): ``(new, missing)``.
+
+        New ones join (:meth:`add_worker`), except those seen failing less
+        than ``gone_grace`` seconds ago (the center may not have noticed yet);
+        `missing` are known workers the center no longer lists: the driver
+        fails them (:meth:`remove_worker`).
+        """
+        now = self.clock()
+        gone = self.gone
+        for address in [a for a, t in gone.items() if a not in ncores or now - t > self.gone_grace]:
+            del gone[address]
+        new = []
+        for address, n in ncores.items():
+            if address not in self.workers and address not in gone:
+                self.add_worker(address, n or 1)
+                new.append(address)
+        missing = [a for a in self.workers if a not in ncores]
+        return new, missing
+
+    def retry(self, keys: Iterable[Hashable]) -> None:
+        """Run failed `keys` (and their failed inputs) again, as if never run."""
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or ts.state != _ERRED:
+                continue
+            stack = [ts]
+            while stack:
+                t = stack.pop()
+                if t.state != _ERRED or t.spec is None:
+                    continue
+                transition(t, "retry")
+                t.exception = None
+                if t._rare is not _DEFAULT_RARE:
+                    t.tries = t.suspicious = t.missing_count = 0
+                    t.killed = []
+                stack.extend(t.dependencies)
+            self._need(ts)
 
     def task_missing_data(
         self,

@@ -123,6 +123,7 @@ class Session(DataMixin, DispatchMixin):
             clock=time.monotonic,
             center=self.center_address,
         )
+        self.state.gone_grace = self.gone_grace
         self.center_pool = ConnectionPool(
             limit=16, security=security, connect_timeout=connect_timeout, name=self.name
         )
@@ -146,9 +147,6 @@ class Session(DataMixin, DispatchMixin):
         self._refresh_now: asyncio.Event | None = None
         self._workers_event: asyncio.Event | None = None
         self._links: dict[str, WorkerLink] = {}
-        #: workers we saw fail, not taken back from the center's list for a while
-        #: (the center may not have noticed their death yet)
-        self._gone: dict[str, float] = {}
         #: in-flight depth and ahead dispatch per worker (policy, no I/O)
         self.pipeline = PipelinePolicy(self.pipeline_cover, self.ahead_max_task_time)
         #: worker -> connections of requests in progress (aborted when it is gone)

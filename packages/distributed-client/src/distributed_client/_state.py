@@ -49,7 +49,7 @@ from ._options import TaskOptions
 from ._pipeline import RoundTrip, default_max_in_flight, in_flight_target
 from ._placement import PlacementMixin, order_key
 from ._recovery import MAX_MISSING_DATA, RecoveryMixin
-from ._tasks import _DEFAULT_RARE, ACTIVE, EMPTY, Report, TaskState, WorkerState
+from ._tasks import ACTIVE, EMPTY, Report, TaskState, WorkerState
 from ._transitions import InvalidTransition, TaskStatus, transition
 from .errors import CancelledError, LostDataError
 
@@ -121,6 +121,10 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
         #: workers the client failed to reach (``remove_worker(blame=False)``):
         #: listed again by the center, they count as live only once they answer
         self.unreached: set[str] = set()
+        #: workers seen failing (-> when): not taken back from the center's
+        #: list for ``gone_grace`` seconds (it may not have noticed yet)
+        self.gone: dict[str, float] = {}
+        self.gone_grace = 5.0
         #: queued tasks not yet placed on a worker, in submission order
         self.unplaced: deque[TaskState] = deque()
         #: the same for tasks with a ``priority`` option: a heap of
@@ -342,25 +346,6 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
                 continue
             self._fail(ts, CancelledError(f"task {key!r} was cancelled"))
         self._maybe_compact()
-
-    def retry(self, keys: Iterable[Hashable]) -> None:
-        """Run failed `keys` (and their failed inputs) again, as if never run."""
-        for key in keys:
-            ts = self.tasks.get(key)
-            if ts is None or ts.state != _ERRED:
-                continue
-            stack = [ts]
-            while stack:
-                t = stack.pop()
-                if t.state != _ERRED or t.spec is None:
-                    continue
-                transition(t, "retry")
-                t.exception = None
-                if t._rare is not _DEFAULT_RARE:
-                    t.tries = t.suspicious = t.missing_count = 0
-                    t.killed = []
-                stack.extend(t.dependencies)
-            self._need(ts)
 
     # ------------------------------------------------------------------ replies
 
