@@ -99,6 +99,23 @@ class EngineModel(RuleBasedStateMachine):
         self.s.update_graph({key: ("spec", dep_keys)}, wants=[key], options={key: opts})
         self.refs[key] = self.refs.get(key, 0) + 1
 
+    @rule(w=st.sampled_from(WORKERS), nbytes=st.integers(0, 1000))
+    def scatter(self, w, nbytes):
+        """Data put on a worker from outside: no definition, lost if its holder dies."""
+        if w in self.s.workers:
+            key = f"t{self.n}"
+            self.n += 1
+            self.s.add_data({key: [w]}, nbytes={key: nbytes}, wants=True)
+            self.refs[key] = self.refs.get(key, 0) + 1
+
+    @rule(i=st.integers(0, 100), j=st.integers(0, 2))
+    def key_missing(self, i, j):
+        """A worker turns out not to hold a key (a failed gather)."""
+        key = self._pick([k for k, ts in self.s.tasks.items() if ts.who_has], i)
+        if key is not None:
+            holders = sorted(self.s.tasks[key].who_has)
+            self.s.key_missing_on(key, holders[j % len(holders)])
+
     @rule(i=st.integers(0, 100))
     def want(self, i):
         key = self._pick(self.s.tasks, i)

@@ -233,6 +233,8 @@ class SchedulerState(PlacementMixin, RecoveryMixin, DeadlinesMixin):
                     if ts.state == _PROCESSING:
                         self._unprocess(ts)
                     ts.queued_on = None
+                    if ts.waiting_on:
+                        ts.waiting_on = EMPTY
                     transition(ts, "data")
                     ts.exception = None
                     self._report.done.append(key)
