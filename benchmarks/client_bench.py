@@ -23,6 +23,9 @@ meaningful.
    (target >= 10x); and the median of single ``submit(inc, i).result()``
    calls, ms (target <= 1 ms).
 
+``--memory N`` instead measures only our client's memory per pending future
+over N submits (tracemalloc; target <= 600 bytes) and the release of them.
+
 This is a benchmark, not a test: nothing asserts on timings; the "met?"
 column compares the medians with the project's targets.
 
@@ -32,6 +35,7 @@ Usage::
     python benchmarks/client_bench.py --quick    # smoke run
     python benchmarks/client_bench.py --only map,tree --rounds 7
     python benchmarks/client_bench.py --only futures
+    python benchmarks/client_bench.py --memory 100000
 """
 
 from __future__ import annotations
@@ -372,7 +376,15 @@ def main() -> int:
     parser.add_argument(
         "--n-futures", type=int, default=0, help="finished futures for wait/as_completed"
     )
+    parser.add_argument(
+        "--memory",
+        type=int,
+        metavar="N",
+        help="only measure client memory per pending future over N submits (e.g. 100000)",
+    )
     args = parser.parse_args()
+    if args.memory:
+        return client_memory(args.memory)
     only = set(args.only.split(","))
     rounds = 2 if args.quick else args.rounds
     n_map = 2_000 if args.quick else 10_000
@@ -464,6 +476,56 @@ def main() -> int:
             f"{'yes' if met else 'NO'}"
         )
     print("\nratio: how many times better ours is (higher is better for both kinds of unit)")
+    return 0
+
+
+def client_memory(n: int) -> int:
+    """Client memory per pending future (tracemalloc), and what a release gives back.
+
+    ``n`` submits of a trivial function to a cluster without workers (the
+    tasks stay pending); the Future objects and their list count. Target
+    (issue 10): <= 600 bytes per pending future.
+    """
+    import gc
+    import tracemalloc
+
+    from distributed_client import Executor, LocalCluster
+
+    def wait_for(cond):
+        deadline = time.monotonic() + 600
+        while not cond():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the client did not take the submissions in 600 s")
+            time.sleep(0.05)
+
+    with LocalCluster(n_workers=0) as cluster, Executor(cluster, no_workers_timeout=None) as e:
+        s = e.session
+        warm = e.submit(inc, -1)
+        wait_for(lambda: len(s.state.tasks) == 1)
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        t0 = time.perf_counter()
+        futures = [e.submit(inc, i) for i in range(n)]
+        wait_for(lambda: len(s.state.tasks) == n + 1)
+        elapsed = time.perf_counter() - t0
+        gc.collect()
+        pending = tracemalloc.get_traced_memory()[0] - base
+        t0 = time.perf_counter()
+        del futures
+        wait_for(lambda: len(s.state.tasks) == 1)
+        released = time.perf_counter() - t0
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        del warm
+    per = pending / n
+    print(f"{n:,} pending futures (submitted in {elapsed:.1f} s under tracemalloc)")
+    print(f"client memory per pending future: {per:,.0f} bytes (target <= 600: "
+          f"{'yes' if per <= 600 else 'NO'})")  # fmt: skip
+    print(
+        f"release of all {n:,}: {released:.2f} s; left after release: {left / n:,.0f} bytes/future"
+    )
     return 0
 
 

@@ -38,7 +38,7 @@ def _done(session, key: Hashable) -> str | None:
 
     A key the session forgot (released) counts as finished (``'memory'``).
     """
-    st = session.state.state_of(key)
+    st = session.status_of(key)[0]  # safe from any thread
     if st is None:
         return "memory"
     return st if st in ("memory", "erred") else None

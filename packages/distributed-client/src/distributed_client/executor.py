@@ -116,11 +116,10 @@ class Future(FutureProtocol, concurrent.futures.Future[Any]):
         s = self._session
         if s is None:
             return "pending"
-        st = s.state.state_of(self.key)
+        st, exc = s.status_of(self.key)
         if st == "memory":
             return "finished"
         if st == "erred":
-            exc = s.state.tasks[self.key].exception
             if isinstance(exc, CancelledError):
                 return "cancelled"
             if isinstance(exc, LostDataError):
@@ -266,7 +265,7 @@ class Executor(ClientBase):
                 key = f"{name}-{token}"
             else:
                 key = f"{name}-{uuid.uuid4().hex}"
-        deps = list(found)
+        deps = tuple(found)  # () for most tasks: no per-task list (client memory)
         return key, (function, args, kwargs, deps), deps
 
     def _check_ref(self, ref) -> None:

@@ -71,11 +71,10 @@ class RemoteData:
         s = self._session
         if s is None or s.closed:
             return "unknown"
-        st = s.state.state_of(self.key)
+        st, exc = s.status_of(self.key)
         if st is None:
             return "unknown"
         if st == "erred":
-            exc = s.state.tasks[self.key].exception
             if type(exc).__name__ == "CancelledError":
                 return "cancelled"
             if type(exc).__name__ == "LostDataError":
