@@ -120,8 +120,13 @@ class RecoveryMixin:
         missing = [a for a in self.workers if a not in ncores]
         return new, missing
 
-    def retry(self, keys: Iterable[Hashable]) -> None:
-        """Run failed `keys` (and their failed inputs) again, as if never run."""
+    def retry(self, keys: Iterable[Hashable]) -> list:
+        """Run failed `keys` (and their failed inputs) again, as if never run.
+
+        Returns the keys reset (those of `keys` that had failed, and their
+        failed inputs), so that callers can forget what they knew of them.
+        """
+        reset = []
         for key in keys:
             ts = self.tasks.get(key)
             if ts is None or ts.state != _ERRED:
@@ -132,12 +137,14 @@ class RecoveryMixin:
                 if t.state != _ERRED or t.spec is None:
                     continue
                 transition(t, "retry")
+                reset.append(t.key)
                 t.exception = None
                 if t._rare is not _DEFAULT_RARE:
                     t.tries = t.suspicious = t.missing_count = 0
                     t.killed = []
                 stack.extend(t.dependencies)
             self._need(ts)
+        return reset
 
     def task_missing_data(
         self,
