@@ -34,6 +34,7 @@ EXPECTED = {
     "Timeouts",
     "WorkerPausedError",
     "__version__",
+    "cancel_and_wait",
     "connect",
     "default_ip",
     "default_secret_file",

@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from distributed_core import cancel_and_wait
+
 __all__ = ["Lease"]
 
 logger = logging.getLogger("distributed_client")
@@ -102,9 +104,9 @@ class Lease:
         """Stop heartbeating; with `release`, have the center delete this
         client's data now (waiting at most `timeout` seconds)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if task is not None:  # bounded even if the task swallows a cancel
+            if await cancel_and_wait([task]):
+                logger.warning("the client's heartbeat task did not stop when cancelled")
         if not release or self.supported is False:
             return
         s = self.session

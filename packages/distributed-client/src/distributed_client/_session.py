@@ -26,6 +26,7 @@ from distributed_core import (
     CommClosedError,
     ConnectionPool,
     HandshakeError,
+    cancel_and_wait,
     normalize_address,
     rpc,
 )
@@ -268,8 +269,8 @@ class Session(DataMixin, DispatchMixin):
             link.close()
         self._links.clear()
         tasks = [t for t in (self._refresh_task, self._delete_task, *self._tasks) if t is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if await cancel_and_wait(tasks):  # bounded even if a task swallows a cancel
+            logger.warning("background tasks of the client did not stop when cancelled")
         err = RuntimeError(f"the client connected to {self.center_address} was closed")
         for f in self._wait_futures:
             if not f.done():

@@ -33,7 +33,7 @@ from .rpc import ConnectionPool, rpc
 from .security import Security, default_secret_file, ensure_secret_file
 from .serialize import dumps, loads
 from .server import Server
-from .sync import LoopRunner, sync
+from .sync import LoopRunner, cancel_and_wait, sync
 from .timeouts import Timeouts
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "Limits",
     "LocalProtocolError",
     "LoopRunner",
+    "cancel_and_wait",
     "ProtocolError",
     "ProtocolVersionError",
     "PythonVersionError",

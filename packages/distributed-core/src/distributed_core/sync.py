@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import threading
 
-__all__ = ["LoopRunner", "sync"]
+__all__ = ["LoopRunner", "cancel_and_wait", "sync"]
 
 
 class LoopRunner:
@@ -110,3 +110,45 @@ class LoopRunner:
 def sync(runner: LoopRunner, coro_fn, *args, timeout=None, **kwargs):
     """Run ``coro_fn(*args, **kwargs)`` on ``runner``'s loop and wait for it."""
     return runner.run(coro_fn, *args, timeout=timeout, **kwargs)
+
+
+#: how often :func:`cancel_and_wait` cancels a task that does not stop, and how long
+#: it waits after each cancel (seconds): at most ``CANCEL_ROUNDS * CANCEL_WAIT`` in all
+CANCEL_ROUNDS = 10
+CANCEL_WAIT = 0.5
+
+
+async def cancel_and_wait(
+    tasks, rounds: int = CANCEL_ROUNDS, wait: float = CANCEL_WAIT
+) -> set[asyncio.Future]:
+    """Cancel `tasks` and wait until they end; return those that never did.
+
+    A cancel that lands just as an inner ``asyncio.wait_for`` completes is
+    lost on Python < 3.12 (the task goes on as if never cancelled), so a bare
+    ``task.cancel(); await task`` can wait forever. This cancels again every
+    `wait` seconds, `rounds` times at most, so it is bounded. What the tasks
+    raised is retrieved (never "exception was never retrieved").
+
+    >>> async def forever():
+    ...     await asyncio.sleep(3600)
+    >>> async def main():
+    ...     t = asyncio.ensure_future(forever())
+    ...     await asyncio.sleep(0)
+    ...     return await cancel_and_wait([t]), t.cancelled()
+    >>> asyncio.run(main())
+    (set(), True)
+    """
+    pending = {t for t in tasks if t is not None and not t.done()}
+    for _ in range(rounds if pending else 0):
+        for task in pending:
+            task.cancel()
+        done, pending = await asyncio.wait(pending, timeout=wait)
+        for task in done:
+            if not task.cancelled():
+                task.exception()
+        if not pending:
+            break
+    for task in tasks:
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()
+    return pending

@@ -33,7 +33,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 
-from distributed_core import CommClosedError, ProtocolError, connect
+from distributed_core import CommClosedError, ProtocolError, cancel_and_wait, connect
 from distributed_core.timeouts import DEFAULTS
 
 from .batch import ReportBatch
@@ -44,9 +44,6 @@ logger = logging.getLogger("distributed_worker.stream")
 
 #: errors that mean "the Center could not be reached or went away"
 CONNECTION_ERRORS = (CommClosedError, ProtocolError, OSError, asyncio.TimeoutError)
-
-#: times `CenterStream.close` cancels its background tasks (0.5 s apart) before giving up
-CLOSE_CANCEL_ROUNDS = 10
 
 #: task events kept while the Center does not take them fast enough; older ones are kept,
 #: newer ones dropped (and counted in ``events_dropped``)
@@ -200,19 +197,8 @@ class CenterStream:
         if self._closing:
             return
         self._closing = True
-        pending = set(self._tasks)
-        for _ in range(CLOSE_CANCEL_ROUNDS if pending else 0):
-            # Cancel again if a task swallowed its cancellation (a cancel that
-            # lands as an inner wait_for completes is lost on Python < 3.12):
-            # close must never wait forever on its own background tasks.
-            for task in pending:
-                task.cancel()
-            done, pending = await asyncio.wait(pending, timeout=0.5)
-            for task in done:  # retrieve what they raised, as gather did
-                if not task.cancelled():
-                    task.exception()
-            if not pending:
-                break
+        # cancels again if a task swallowed its cancellation; bounded (CANCEL_ROUNDS)
+        pending = await cancel_and_wait(self._tasks)
         if pending:
             logger.warning("report stream tasks did not stop when cancelled: %s", pending)
         comm, self.comm = self.comm, None
