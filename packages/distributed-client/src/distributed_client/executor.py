@@ -10,12 +10,11 @@ import uuid
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
 
+from . import _dask
 from ._args import prepickle, replace_remote
 from ._client import ClientBase
-from ._graph import normalize_graph
 from ._tokenize import funcname, tokenize
 from .errors import CancelledError, LostDataError
-from .graph import get_with, graph_tasks
 from .remote import RemoteData
 
 __all__ = [
@@ -60,6 +59,9 @@ class Future:
 
     def __repr__(self) -> str:
         return f"<Future key={self.key!r} status={self.status}>"
+
+    def __dask_tokenize__(self):
+        return ("distributed_client.Future", self.key)
 
     def __reduce__(self):
         raise TypeError(
@@ -177,10 +179,17 @@ class Executor(ClientBase):
        ``center_timeout`` and ``no_workers_timeout``.
     """
 
-    def __init__(self, center, **kwargs):
+    def __init__(self, center, *, set_as_default: bool = True, **kwargs):
         super().__init__(center, **kwargs)
         self._callback_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._callback_lock = threading.Lock()
+        if set_as_default and not self.asynchronous:
+            _dask.set_default(self)  # dask's default scheduler until closed
+
+    def close(self):
+        """Close the connection (see ClientBase.close); no longer dask's default scheduler."""
+        _dask.unset_default(self)
+        return super().close()
 
     # ------------------------------------------------------------------ submitting
 
@@ -290,54 +299,42 @@ class Executor(ClientBase):
     # ------------------------------------------------------------------ graphs
 
     def get(self, dsk, keys, **kwargs):
-        """Run a dask graph and return the results shaped like `keys` (``scheduler=``-ready)."""
-        return self._sync(self._get, dsk, keys)
+        """Run a dask graph and return the results shaped like `keys` (``scheduler=``-ready).
 
-    async def _get(self, dsk, keys):
-        g = normalize_graph(dsk, keys)
-        return await get_with(self.session, g, keys)
+        The graph is materialised and converted in the calling thread, as
+        dask's own schedulers do. Per-task options (``retries``, ``priority``,
+        ``workers``, ``allow_other_workers``, ``resources``) apply to every
+        task of the graph; other keywords (which dask passes) are ignored.
+        """
+        return _dask.get(self, dsk, keys, **kwargs)
 
-    def compute(self, collections, optimize_graph: bool = True):
-        """Start computing dask collections; a Future per collection (a list for a list)."""
-        single = not isinstance(collections, (list, tuple))
-        colls = [collections] if single else list(collections)
-        futures = [self._compute_one(c, optimize_graph) for c in colls]
-        return futures[0] if single else futures
+    def __call__(self, dsk, keys, **kwargs):
+        """``dask.compute(x, scheduler=executor)``: dask calls its scheduler like ``get``."""
+        if self.asynchronous:
+            raise TypeError(
+                "an asynchronous Executor cannot be dask's scheduler (dask calls it "
+                "synchronously); use `await executor.compute(x)` or a blocking Executor"
+            )
+        return _dask.get(self, dsk, keys, **kwargs)
 
-    def _compute_one(self, collection, optimize_graph: bool) -> Future:
-        import dask
+    def compute(self, collections, optimize_graph: bool = True, sync: bool = False, **options):
+        """Start computing dask collections; a Future per collection (a list for a list).
 
-        captured = {}
+        ``sync=True`` waits and returns the values instead. `options`:
+        ``retries``, ``priority``, ``workers``, ``allow_other_workers``,
+        ``resources``, for every task of the collections' graphs.
+        """
+        return _dask.compute(self, collections, optimize_graph, sync, **options)
 
-        class _Captured(Exception):
-            pass
+    def persist(self, collections, optimize_graph: bool = True, **options):
+        """Start computing dask collections; the same collections backed by Futures.
 
-        def capture(dsk, keys, **kwargs):
-            captured["dsk"], captured["keys"] = dsk, keys
-            raise _Captured
-
-        try:
-            dask.compute(collection, scheduler=capture, optimize_graph=optimize_graph)
-        except _Captured:
-            pass
-        if "dsk" not in captured:
-            raise TypeError(f"{collection!r:.100} is not a dask collection")
-        dsk, keys = captured["dsk"], captured["keys"]
-        if not isinstance(dsk, Mapping) and hasattr(dsk, "__dask_graph__"):
-            # current dask: the graph ends in one finalize task per collection
-            [out_key] = keys
-        else:
-            # older dask: finalize here, as dask.compute would
-            finalize, extra = collection.__dask_postcompute__()
-            out_key = f"finalize-{uuid.uuid4().hex}"
-            dsk = dict(dsk)
-            dsk[out_key] = (finalize, keys, *extra)
-        g = normalize_graph(dsk, [out_key])
-        tasks, keymap, order = graph_tasks(g)
-        final = keymap[out_key]
-        self._check_session()
-        self.session.call_soon(self.session.update_graph_or_fail, tasks, [final], None, order)
-        return Future(final, self)
+        A collection for a collection (a list for a list), like
+        dask.distributed's ``Client.persist``: the results stay on the
+        workers, and computing the returned collections (or anything built
+        on them) uses them there. `options` as in :meth:`compute`.
+        """
+        return _dask.persist(self, collections, optimize_graph, **options)
 
     # ------------------------------------------------------------------ lifecycle
 
