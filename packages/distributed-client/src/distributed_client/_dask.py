@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 
-from ._graph import flatten_keys, normalize_graph, pack_results
+from ._graph import flatten_keys, normalize_graph
 from ._options import task_options
 from .graph import graph_tasks
 
@@ -83,7 +83,7 @@ def get(executor, dsk, keys, **kwargs):
     session = executor.session
 
     def pack(data):
-        return pack_results(keys, {k: data[keymap[k]] for k in g.keys})
+        return _pack_tuples(keys, {k: data[keymap[k]] for k in g.keys})
 
     if executor.asynchronous:
 
@@ -92,6 +92,17 @@ def get(executor, dsk, keys, **kwargs):
 
         return run()
     return pack(executor._sync(_run_graph, session, tasks, outputs, order, options))
+
+
+def _pack_tuples(keys, results):
+    """Like dask's own schedulers: a list of keys gives a tuple of results (nested too).
+
+    >>> _pack_tuples(['a', ['b', ('c', 0)]], {'a': 1, 'b': 2, ('c', 0): 3})
+    (1, (2, 3))
+    """
+    if isinstance(keys, list):
+        return tuple(_pack_tuples(k, results) for k in keys)
+    return results[keys]
 
 
 def _submit(executor, dsk, keys, kwargs) -> dict:

@@ -301,7 +301,8 @@ class Executor(ClientBase):
     def get(self, dsk, keys, **kwargs):
         """Run a dask graph and return the results shaped like `keys` (``scheduler=``-ready).
 
-        The graph is materialised and converted in the calling thread, as
+        As with dask's own schedulers, a list of keys gives a tuple of results
+        (nested lists give nested tuples). The graph is materialised and converted in the calling thread, as
         dask's own schedulers do. Per-task options (``retries``, ``priority``,
         ``workers``, ``allow_other_workers``, ``resources``) apply to every
         task of the graph; other keywords (which dask passes) are ignored.
