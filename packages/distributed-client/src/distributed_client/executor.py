@@ -175,8 +175,17 @@ class Executor(ClientBase):
     :class:`~distributed_client.LocalCluster`. Other keyword arguments:
     ``security``, ``asynchronous``, ``timeout`` (to connect), ``name``.
 
+    ``set_as_default=True`` (the default; blocking executors only) makes the
+    executor dask's default scheduler until it closes, as dask.distributed's
+    ``Client`` does: ``x.compute()`` and ``x.persist()`` then run on the
+    cluster. ``persist``, ``compute`` and ``get`` run dask collections and
+    graphs; ``dask.compute(x, scheduler=executor)`` works too.
+
     .. versionchanged:: 0.1.1
        ``center_timeout`` and ``no_workers_timeout``.
+
+    .. versionchanged:: 0.2.0
+       ``set_as_default``, ``persist``, ``compute(sync=True)``, per-task options.
     """
 
     def __init__(self, center, *, set_as_default: bool = True, **kwargs):
