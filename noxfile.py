@@ -79,7 +79,7 @@ RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with
 
 nox.options.sessions = [
     "lint", "deps", "tests", "integration", "memory", "hosts", "compat", "release",
-    "tornado", "lowest", "docs", "dashboard",
+    "tornado", "lowest", "docs", "dashboard", "dask",
 ]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
