@@ -142,11 +142,13 @@ def _capture(collection, optimize_graph: bool):
         # current dask: the graph ends in one finalize task per collection
         [out_key] = keys
         return dsk, out_key
-    # older dask: finalize on the cluster, as dask.compute would here
+    # older dask: finalize on the cluster, as dask.compute would here; `keys`
+    # holds one entry per collection (we passed one)
+    [collection_keys] = keys
     finalize, extra = collection.__dask_postcompute__()
     out_key = f"finalize-{uuid.uuid4().hex}"
     dsk = dict(dsk)
-    dsk[out_key] = (finalize, keys, *extra)
+    dsk[out_key] = (finalize, collection_keys, *extra)
     return dsk, out_key
 
 
