@@ -251,3 +251,50 @@ def test_closing_out_of_order_leaves_the_open_one(cluster):
         e2.close()
         e1.close()
     assert dask.config.get("scheduler", None) is before
+
+
+# --------------------------------------------------------------------------- pure keys
+
+
+def test_pure_keys_name_numpy_and_pandas_by_content_with_dasks_tokenize(e, monkeypatch):
+    import cloudpickle
+
+    from distributed_client import _tokenize
+
+    pd = pytest.importorskip("pandas")
+    a, b = np.arange(100_000), np.arange(100_000)
+    assert e.submit(np.sum, a).key == e.submit(np.sum, b).key  # equal content, one task
+    assert e.submit(np.sum, a).key != e.submit(np.sum, a + 1).key
+    df = pd.DataFrame({"x": range(1000)})
+    assert _tokenize.tokenize(df) == _tokenize.tokenize(df.copy())
+    assert _tokenize.tokenize(df) != _tokenize.tokenize(df + 1)
+    # dask names them, without pickling the data
+    pickled = []
+    real_dumps = cloudpickle.dumps
+    monkeypatch.setattr(
+        cloudpickle, "dumps", lambda *a, **k: pickled.append(1) or real_dumps(*a, **k)
+    )
+    assert _tokenize.tokenize("s", b"blob", (a,), None) == dask.base.tokenize(
+        ("s", b"blob", (a,), None), {}, ensure_deterministic=True
+    )
+    assert not pickled
+    # plain values keep the cheap pickle hash
+    _tokenize.tokenize("s", b"blob", (1, "two", [3.0]), None)
+    assert pickled
+
+
+def test_pure_keys_without_dask_fall_back_to_the_pickle_hash(monkeypatch):
+    from distributed_client import _tokenize
+
+    monkeypatch.setattr(_tokenize, "_dask", [None])  # as if dask were not installed
+    a = np.arange(10)
+    assert _tokenize.tokenize(a) == _tokenize.tokenize(a.copy())
+    assert _tokenize.tokenize(a) != _tokenize.tokenize(a + 1)
+    with pytest.raises(TypeError, match="cannot pickle"):
+        _tokenize.tokenize([threading.Lock()])
+
+
+def test_unpicklable_argument_still_fails_early_with_dask(e):
+    # dask cannot name a lock deterministically: the pickle fallback says why
+    with pytest.raises(TypeError, match="pickle"):
+        e.submit(len, [np.ones(3), threading.Lock()])
