@@ -15,7 +15,8 @@ keeps dask's own schedulers for them).
 
 :data:`UNAVOIDABLE` is the one list of tests that no distributed scheduler
 can pass, each with its reason; they are marked ``xfail(strict=True)``, so one
-that starts passing fails the session and leaves the list.
+that starts passing fails the session and leaves the list (except the few in
+``NOT_STRICT``, whose outcome depends on which worker runs a task).
 """
 
 from __future__ import annotations
@@ -97,8 +98,12 @@ UNAVOIDABLE: dict[str, str] = {
     DF + "test_head_npartitions_warn": WARNING,
     DF + "test_use_of_weakref_proxy": WRITES
     + " (the task keeps its input alive in a list of the client and returns a "
-    "weakref.proxy to it; on a worker the list is a copy and the referent is gone)",
+    "weakref.proxy to it; on a worker the list is a copy, and the proxy works only "
+    "if the task using it runs in the same worker process: passes or fails by placement)",
 }
+
+#: Entries of UNAVOIDABLE whose outcome depends on where tasks run: xfail, not strict.
+NOT_STRICT = {DF + "test_use_of_weakref_proxy"}
 
 #: The CI budget: test_dataframe's 759 cases take far longer on a cluster than
 #: in one process (every ``assert_eq`` computes through the cluster, and
@@ -195,7 +200,8 @@ def pytest_collection_modifyitems(config, items):
         keep.append(item)
         reason = UNAVOIDABLE.get(exact) or UNAVOIDABLE.get(base)
         if reason is not None:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+            strict = exact not in NOT_STRICT and base not in NOT_STRICT
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=strict))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
