@@ -196,6 +196,8 @@ def test_future_inside_a_graph(e):
     d = dask.delayed(inc)(f)
     assert dask.compute(d, scheduler=e) == (3,)
     assert e.get({"x": f, "y": (inc, "x")}, "y") == 3
+    assert e.get({"y": (inc, f)}, "y") == 3  # a Future as an argument of a tuple task
+    assert e.get({"y": (sum, [f, (inc, f)])}, "y") == 5  # ... inside a nested task
 
 
 def test_futures_of_another_executor_are_refused(e, cluster):
