@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent
 PACKAGES_DIR = ROOT / "packages"
 INTEGRATION_DIR = ROOT / "tests" / "integration"
 MEMORY_DIR = ROOT / "tests" / "memory"
+SCALE_DIR = ROOT / "tests" / "scale"
 HOSTS_DIR = ROOT / "tests" / "hosts"
 DASHBOARD_DIR = ROOT / "tests" / "dashboard"
 DASKSUITE_DIR = ROOT / "tests" / "dasksuite"
@@ -79,7 +80,7 @@ RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with
 
 nox.options.sessions = [
     "lint", "deps", "tests", "integration", "memory", "hosts", "compat", "release",
-    "tornado", "lowest", "docs", "dashboard", "dask",
+    "tornado", "lowest", "docs", "dashboard", "scale", "typecheck", "dask",
 ]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
@@ -429,6 +430,31 @@ def memory(session: nox.Session) -> None:
     real limits (tests/memory): heavy (about 1 GB through a 200 MB worker), so only here."""
     shorts = _install(session, list(PACKAGES))
     _pytest(session, [MEMORY_DIR], shorts)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def scale(session: nox.Session) -> None:
+    """100,000 futures through wait, as_completed, gather and release (tests/scale):
+    too heavy for the per-package suites, which `tests` and `lowest` both run."""
+    shorts = _install(session, list(PACKAGES))
+    _pytest(session, [SCALE_DIR], shorts)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over user code of distributed_client's public API
+    (tests/typecheck), against the installed wheel: its py.typed and hints."""
+    shorts = _install(session, ["client"], "mypy>=1.10", test=False)
+    tmp = Path(tempfile.mkdtemp(prefix="distributed-typecheck-"))
+    try:
+        _check_imports(session, shorts, tmp)
+        with session.chdir(tmp):  # outside the tree: mypy sees the installed packages
+            session.run(
+                "mypy", "--strict", "--follow-imports=silent", "--no-incremental",
+                "--python-version", "3.11", str(ROOT / "tests" / "typecheck"),
+            )  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _hosts_unavailable() -> str | None:

@@ -7,7 +7,7 @@ same machine state; only the same-run medians and their ratios are
 meaningful.
 
 1. ``map``: 10,000 trivial tasks (``inc``) + gathering the results, tasks/s
-   (``Pool.map`` + ``Pool.gather`` vs ``Client.map`` + ``Client.gather``);
+   (``Pool.map``, which returns values, vs ``Client.map`` + ``Client.gather``);
    also ``Executor.map`` + ``gather``. Target: >= 10x dask.distributed.
 2. ``roundtrip``: sequential ``submit(inc, i).result()``, ms per call.
    Target: <= 1 ms.
@@ -15,6 +15,16 @@ meaningful.
    through ``get`` vs ``Client.get``, tasks/s. Target: >= 5x dask.distributed.
 4. ``startup``: ``LocalCluster(2 workers)`` start to first result, s
    (ours vs ``distributed.LocalCluster`` + ``Client``). Target: <= 1 s.
+5. ``futures`` (issue 10): ``wait`` and ``as_completed`` over 100,000
+   finished futures (the per-future cost of each; ``wait`` used to be
+   quadratic), s; ``Executor.map`` of 10,000 ``inc`` with the scheduling
+   keywords present (``retries``, ``priority``, ``workers``,
+   ``allow_other_workers``) + gather vs ``Client.map`` with the same, tasks/s
+   (target >= 10x); and the median of single ``submit(inc, i).result()``
+   calls, ms (target <= 1 ms).
+
+``--memory N`` instead measures only our client's memory per pending future
+over N submits (tracemalloc; target <= 600 bytes) and the release of them.
 
 This is a benchmark, not a test: nothing asserts on timings; the "met?"
 column compares the medians with the project's targets.
@@ -24,6 +34,8 @@ Usage::
     python benchmarks/client_bench.py            # full run (a few minutes)
     python benchmarks/client_bench.py --quick    # smoke run
     python benchmarks/client_bench.py --only map,tree --rounds 7
+    python benchmarks/client_bench.py --only futures
+    python benchmarks/client_bench.py --memory 100000
 """
 
 from __future__ import annotations
@@ -72,8 +84,7 @@ class Ours:
         self.executor = Executor(self.cluster.center_address)
 
     def map(self, n):
-        results = self.pool.map(inc, range(n))
-        values = self.pool.gather(results)
+        values = self.pool.map(inc, range(n))  # values, gathered as results finish
         assert values[-1] == n
         return values
 
@@ -91,6 +102,43 @@ class Ours:
         from distributed_client import get
 
         assert get(self.cluster.center_address, dsk, key) == expected
+
+    # -- issue 10: futures (see the module docstring, 5.)
+
+    def prepare_finished(self, n):
+        from distributed_client import wait
+
+        self.finished = self.executor.map(inc, range(n), pure=False)
+        wait(self.finished)
+
+    def wait_finished(self):
+        from distributed_client import wait
+
+        assert not wait(self.finished).not_done
+
+    def as_completed_finished(self):
+        from distributed_client import as_completed
+
+        assert sum(1 for _ in as_completed(self.finished)) == len(self.finished)
+
+    def drop_finished(self):
+        self.finished = None
+
+    def map_with_options(self, n):
+        workers = self.cluster.worker_addresses
+        futures = self.executor.map(
+            inc, range(n), pure=False, retries=2, priority=1, workers=workers,
+            allow_other_workers=True,
+        )  # fmt: skip
+        assert self.executor.gather(futures)[-1] == n
+
+    def roundtrip_samples(self, n):
+        e, out = self.executor, []
+        for i in range(n):
+            t = time.perf_counter()
+            assert e.submit(inc, i, pure=False).result() == i + 1
+            out.append(time.perf_counter() - t)
+        return out
 
     def close(self):
         self.executor.close()
@@ -137,6 +185,43 @@ class Dask:
 
     def tree(self, dsk, key, expected):
         assert self.client.get(dsk, key) == expected
+
+    # -- issue 10: futures (see the module docstring, 5.)
+
+    def prepare_finished(self, n):
+        from distributed import wait
+
+        self.finished = self.client.map(inc, range(n), pure=False)
+        wait(self.finished)
+
+    def wait_finished(self):
+        from distributed import wait
+
+        assert not wait(self.finished).not_done
+
+    def as_completed_finished(self):
+        from distributed import as_completed
+
+        assert sum(1 for _ in as_completed(self.finished)) == len(self.finished)
+
+    def drop_finished(self):
+        self.finished = None
+
+    def map_with_options(self, n):
+        workers = list(self.client.scheduler_info()["workers"])
+        futures = self.client.map(
+            inc, range(n), pure=False, retries=2, priority=1, workers=workers,
+            allow_other_workers=True,
+        )  # fmt: skip
+        assert self.client.gather(futures)[-1] == n
+
+    def roundtrip_samples(self, n):
+        c, out = self.client, []
+        for i in range(n):
+            t = time.perf_counter()
+            assert c.submit(inc, i, pure=False).result() == i + 1
+            out.append(time.perf_counter() - t)
+        return out
 
     def close(self):
         self.client.close()
@@ -190,6 +275,8 @@ def _driver(kind: str, conn) -> None:
                 result = None
             elif cmd == "startup":
                 result = (Ours if kind == "ours" else Dask).startup()
+            elif cmd in UNTIMED:
+                result = getattr(system, cmd)(*args)
             else:
                 result = timed(getattr(system, cmd), *args)
             conn.send(("ok", result))
@@ -220,6 +307,10 @@ class Driver:
             self.proc.join(30)
 
 
+#: driver commands whose own result is sent back (not their duration)
+UNTIMED = {"prepare_finished", "drop_finished", "roundtrip_samples"}
+
+
 def timed(fn, *args):
     t = time.perf_counter()
     fn(*args)
@@ -237,19 +328,69 @@ def interleaved(rounds, variants):
     return {name: statistics.median(v) for name, v in samples.items()}, samples
 
 
+def futures_rows(ours, theirs, rounds, n_futures, n_map, n_rt) -> list[tuple]:
+    """Issue 10: wait/as_completed over finished futures, map with options, round trip."""
+    rows = []
+    ours("prepare_finished", n_futures)
+    theirs("prepare_finished", n_futures)
+    try:
+        for cmd, label in (("wait_finished", "wait"), ("as_completed_finished", "as_completed")):
+            med, _ = interleaved(
+                rounds, {"ours": lambda c=cmd: ours(c), "dask": lambda c=cmd: theirs(c)}
+            )
+            rows.append((f"{label}() over {n_futures:,} finished futures", "s", med["ours"],
+                         med["dask"], med["dask"] / med["ours"], ">= 5x",
+                         med["dask"] / med["ours"] >= 5))  # fmt: skip
+    finally:
+        ours("drop_finished")
+        theirs("drop_finished")
+    med, _ = interleaved(
+        rounds,
+        {
+            "ours": lambda: ours("map_with_options", n_map),
+            "dask": lambda: theirs("map_with_options", n_map),
+        },
+    )
+    o, d = n_map / med["ours"], n_map / med["dask"]
+    rows.append((f"Executor.map {n_map:,} x inc, options", "tasks/s", o, d, o / d, ">= 10x",
+                 o / d >= 10))  # fmt: skip
+    samples = {"ours": [], "dask": []}
+    for r in range(rounds):
+        for name in ("ours", "dask") if r % 2 == 0 else ("dask", "ours"):
+            samples[name] += (ours if name == "ours" else theirs)("roundtrip_samples", n_rt)
+    o, d = (statistics.median(samples[k]) for k in ("ours", "dask"))
+    rows.append(("submit().result(), median call", "ms", o * 1e3, d * 1e3, d / o, "<= 1 ms",
+                 o <= 1e-3))  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measure")
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds")
     parser.add_argument(
-        "--only", default="map,roundtrip,tree,startup", help="comma-separated measures to run"
+        "--only",
+        default="map,roundtrip,tree,startup,futures",
+        help="comma-separated measures to run",
+    )
+    parser.add_argument(
+        "--n-futures", type=int, default=0, help="finished futures for wait/as_completed"
+    )
+    parser.add_argument(
+        "--memory",
+        type=int,
+        metavar="N",
+        help="only measure client memory per pending future over N submits (e.g. 100000)",
     )
     args = parser.parse_args()
+    if args.memory:
+        return client_memory(args.memory)
     only = set(args.only.split(","))
     rounds = 2 if args.quick else args.rounds
     n_map = 2_000 if args.quick else 10_000
     n_rt = 100 if args.quick else 500
     n_leaves = 1_000 if args.quick else 5_000
+    n_futures = args.n_futures or (10_000 if args.quick else 100_000)
 
     try:
         import distributed  # noqa: F401
@@ -322,6 +463,8 @@ def main() -> int:
             o, d = n_tasks / med["ours"], n_tasks / med["dask"]
             rows.append((f"get: tree reduction, {n_tasks:,} tasks", "tasks/s", o, d, o / d,
                          ">= 5x", o / d >= 5))  # fmt: skip
+        if "futures" in only:
+            rows += futures_rows(ours, theirs, rounds, n_futures, n_map, n_rt)
     finally:
         ours.close()
         theirs.close()
@@ -333,6 +476,56 @@ def main() -> int:
             f"{'yes' if met else 'NO'}"
         )
     print("\nratio: how many times better ours is (higher is better for both kinds of unit)")
+    return 0
+
+
+def client_memory(n: int) -> int:
+    """Client memory per pending future (tracemalloc), and what a release gives back.
+
+    ``n`` submits of a trivial function to a cluster without workers (the
+    tasks stay pending); the Future objects and their list count. Target
+    (issue 10): <= 600 bytes per pending future.
+    """
+    import gc
+    import tracemalloc
+
+    from distributed_client import Executor, LocalCluster
+
+    def wait_for(cond):
+        deadline = time.monotonic() + 600
+        while not cond():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the client did not take the submissions in 600 s")
+            time.sleep(0.05)
+
+    with LocalCluster(n_workers=0) as cluster, Executor(cluster, no_workers_timeout=None) as e:
+        s = e.session
+        warm = e.submit(inc, -1)
+        wait_for(lambda: len(s.state.tasks) == 1)
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        t0 = time.perf_counter()
+        futures = [e.submit(inc, i) for i in range(n)]
+        wait_for(lambda: len(s.state.tasks) == n + 1)
+        elapsed = time.perf_counter() - t0
+        gc.collect()
+        pending = tracemalloc.get_traced_memory()[0] - base
+        t0 = time.perf_counter()
+        del futures
+        wait_for(lambda: len(s.state.tasks) == 1)
+        released = time.perf_counter() - t0
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        del warm
+    per = pending / n
+    print(f"{n:,} pending futures (submitted in {elapsed:.1f} s under tracemalloc)")
+    print(f"client memory per pending future: {per:,.0f} bytes (target <= 600: "
+          f"{'yes' if per <= 600 else 'NO'})")  # fmt: skip
+    print(
+        f"release of all {n:,}: {released:.2f} s; left after release: {left / n:,.0f} bytes/future"
+    )
     return 0
 
 

@@ -119,8 +119,7 @@ def test_pool_get_executor_and_a_64mb_peer_fetch_across_hosts(cluster):
     assert c.address == f"tcp://{c.center_host.ip}:8787"
     assert sorted(a.split("//")[1].rsplit(":", 1)[0] for a in c.listed()) == ips
     with Pool(c.address) as pool:
-        remote = pool.map(operator.neg, range(100))
-        assert pool.gather(remote) == [-i for i in range(100)]
+        assert pool.map(operator.neg, range(100)) == [-i for i in range(100)]
     dsk = {("x", i): i for i in range(8)}
     dsk.update({("y", i): (operator.mul, ("x", i), 10) for i in range(8)})
     dsk["total"] = (sum, [("y", i) for i in range(8)])
@@ -272,8 +271,7 @@ CLIENT_SCRIPT = textwrap.dedent("""
 
     center = sys.argv[1]
     with Pool(center) as pool:
-        remote = pool.map(operator.neg, range(1000))
-        values = pool.gather(remote)
+        values = pool.map(operator.neg, range(1000))
     leaves = 256
     dsk = {("l", 0, i): i for i in range(leaves)}
     level, width = 0, leaves

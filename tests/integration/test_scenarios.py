@@ -13,6 +13,7 @@ reference to this test module, which the worker processes cannot import.
 from __future__ import annotations
 
 import functools
+import inspect
 import operator
 import uuid
 
@@ -143,12 +144,27 @@ def test_scatter_dict_spreads_over_workers(center_address, rpc_client):
 
 # --------------------------------------------------------------------------- Pool
 
+#: ``Pool.map``/``apply`` return values since issue 10 (RemoteData before, now
+#: ``remote=True``); the scenarios also run with a client of the previous
+#: release (``nox -s compat``), so they ask for RemoteData in a way both accept
+#: and take values either way.
+REMOTE = {"remote": True} if "remote" in inspect.signature(Pool.map).parameters else {}
+
+
+def values(pool, result):
+    """The value(s) of what a Pool call returned, RemoteData (old client) or not."""
+    if isinstance(result, RemoteData):
+        return result.get()
+    if isinstance(result, list) and any(isinstance(r, RemoteData) for r in result):
+        return pool.gather(result)
+    return result
+
 
 def test_pool_quickstart(center_address):
     with Pool(center_address) as pool:
-        A = pool.map(lambda x: x**2, range(10))  # results stay on the workers
-        B = pool.map(lambda x: -x, A)  # ... and are used where they are
-        assert pool.apply(sum, [B]).get() == -285
+        A = pool.map(lambda x: x**2, range(10), **REMOTE)  # results stay on the workers
+        B = pool.map(lambda x: -x, A, **REMOTE)  # ... and are used where they are
+        assert values(pool, pool.apply(sum, [B])) == -285
         assert pool.gather(A) == [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
 
 
@@ -156,12 +172,25 @@ def test_pool_apply_async_scatter_and_errors(center_address):
     with Pool(center_address) as pool:
         data = pool.scatter([10, 20, 30])
         result = pool.apply_async(lambda *xs: sum(xs), data)
-        assert result.get(timeout=10).get() == 60
+        assert values(pool, result.get(timeout=10)) == 60
         assert result.ready() and result.successful()
         with pytest.raises(ZeroDivisionError):
             pool.map(lambda x: 1 / x, [1, 0, 2])
         # the pool keeps working after a task raised
-        assert pool.gather(pool.map(len, ["a", "bb"])) == [1, 2]
+        assert values(pool, pool.map(len, ["a", "bb"])) == [1, 2]
+
+
+@pytest.mark.skipif(not REMOTE, reason="a client from before issue 10 (Pool gave RemoteData)")
+def test_pool_multiprocessing_semantics(center_address):
+    from multiprocessing.pool import ThreadPool
+
+    with Pool(center_address) as pool, ThreadPool(2) as local:
+        args = [(2, 3), (3, 2)]
+        assert pool.map(abs, range(-5, 5), chunksize=3) == local.map(abs, range(-5, 5))
+        assert pool.starmap(pow, args) == local.starmap(pow, args)
+        assert list(pool.imap(abs, range(-5, 5), 2)) == list(local.imap(abs, range(-5, 5), 2))
+        assert sorted(pool.imap_unordered(abs, range(-3, 3))) == [0, 1, 1, 2, 2, 3]
+        assert pool.map_async(abs, [-1, -2]).get(timeout=10) == [1, 2]
 
 
 # --------------------------------------------------------------------------- get
@@ -261,3 +290,44 @@ def test_erred_results_are_deleted(center_address, rpc_client, wait_for, client)
         timeout=1.5,
         what="the erred task's key is deleted from the cluster",
     )
+
+
+# --------------------------------------------------------------------------- issue 10
+
+
+def test_named_dataset_shared_between_clients(center_address):
+    if not hasattr(Executor, "publish_dataset"):
+        pytest.skip("this client predates datasets")
+    name = f"scenario-{uuid.uuid4().hex[:8]}"
+    with Executor(center_address) as e, Executor(center_address) as other:
+        f = e.submit(operator.add, 1, 2)
+        try:
+            e.publish_dataset(**{name: f, f"{name}-plain": [1, 2]})
+        except RuntimeError as err:  # an older center
+            assert "does not support datasets" in str(err) and "upgrade" in str(err)
+            return
+        got = other.get_dataset(name)
+        assert got.result(timeout=10) == 3 and other.get_dataset(f"{name}-plain") == [1, 2]
+        key = got.key
+        del got, f
+        other.unpublish_dataset(name)
+        other.unpublish_dataset(f"{name}-plain")
+        delete(center_address, [key])  # unpinned; nobody else held it
+
+
+def test_upload_file_to_every_worker(center_address, tmp_path, rpc_client):
+    if not hasattr(Executor, "upload_file"):
+        pytest.skip("this client predates upload_file")
+    name = f"scenario_{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.py"
+    path.write_text("VALUE = 42\n")
+    check = lambda: __import__(name).VALUE  # noqa: E731 - a lambda goes by value
+    with Executor(center_address) as e:
+        try:
+            installed = e.upload_file(path)
+        except RuntimeError as err:  # an older worker or center
+            assert "does not support upload_file" in str(err) and "upgrade" in str(err)
+            return
+        assert set(installed) == set(rpc_client.call(center_address, "workers"))
+        for w in installed:
+            assert e.submit(check, workers=[w], pure=False).result(timeout=10) == 42

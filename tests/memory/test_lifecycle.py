@@ -50,7 +50,7 @@ def test_kill_9_worker_under_nanny_is_replaced_and_map_completes(h):
 
             def run():
                 try:
-                    out["result"] = pool.gather(pool.map(slow_square, range(300)))
+                    out["result"] = pool.map(slow_square, range(300))
                 except BaseException as e:  # reported below
                     out["error"] = e
 

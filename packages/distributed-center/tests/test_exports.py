@@ -10,6 +10,7 @@ def test_all_names_exist_and_are_documented():
         "Center",
         "CenterState",
         "DEFAULT_PORT",
+        "Leases",
         "WorkerInfo",
         "__version__",
         "main",

@@ -252,7 +252,7 @@ def test_every_client_form_takes_no_workers_timeout():
             get(cluster, {"x": (inc, 1)}, "x", no_workers_timeout=0.2)
         with Pool(center, no_workers_timeout=0.2) as pool:
             with pytest.raises(NoWorkersError):
-                pool.gather(pool.map(inc, [1, 2]))
+                pool.map(inc, [1, 2])
         with pytest.raises(NoWorkersError, match="no worker is available"):
             scatter(center, [1], no_workers_timeout=0.2)
 

@@ -16,7 +16,7 @@ def test_all_names_exist_and_are_documented():
 def test_expected_exports():
     expected = {
         "AsyncResult", "CancelledError", "Executor", "Future", "GraphError", "KilledWorker",
-        "LocalCluster", "LostDataError", "Pool", "RemoteData", "SSHCluster", "SSHClusterError", "as_completed", "clear",
+        "LocalCluster", "LostDataError", "Pool", "RemoteData", "SSHCluster", "SSHClusterError", "as_completed", "clear", "fire_and_forget",
         "delete", "gather", "get", "progress", "scatter", "wait", "__version__",
         "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION",
         "CenterTimeoutError", "KilledEveryWorker", "NoWorkersError", "NotACenterError",
@@ -48,3 +48,54 @@ def test_timeout_errors_are_timeout_errors():
     # a task that killed every worker is caught as either
     assert issubclass(KilledEveryWorker, KilledWorker)
     assert issubclass(KilledEveryWorker, NoWorkersError)
+
+
+_TYPED_DUNDERS = {
+    "__init__", "__enter__", "__exit__", "__await__", "__aenter__", "__aexit__",
+    "__iter__", "__next__", "__aiter__", "__anext__", "__len__",
+}  # fmt: skip
+
+
+def _untyped(qualname: str, fn) -> list[str]:
+    import inspect
+
+    sig = inspect.signature(fn)
+    out = [
+        f"{qualname}({p.name})"
+        for p in sig.parameters.values()
+        if p.name not in ("self", "cls") and p.annotation is inspect.Parameter.empty
+    ]
+    if sig.return_annotation is inspect.Signature.empty and fn.__name__ != "__init__":
+        out.append(f"{qualname} -> (no return annotation)")
+    return out
+
+
+def test_public_signatures_are_typed():
+    # py.typed promises type hints: every public function and method has them
+    import inspect
+
+    missing = []
+    for name in distributed_client.__all__:
+        obj = getattr(distributed_client, name)
+        if inspect.isclass(obj):
+            if issubclass(obj, BaseException):
+                continue
+            for cls in obj.__mro__:
+                if not cls.__module__.startswith("distributed_client"):
+                    continue
+                for attr, value in vars(cls).items():
+                    if attr.startswith("_") and attr not in _TYPED_DUNDERS:
+                        continue
+                    if isinstance(value, property):
+                        value = value.fget
+                    if inspect.isfunction(value):
+                        missing += _untyped(f"{name}.{attr}", value)
+        elif inspect.isfunction(obj):
+            missing += _untyped(name, obj)
+    assert not missing, "public signatures without type hints:\n" + "\n".join(sorted(set(missing)))
+
+
+def test_py_typed_ships_with_the_package():
+    import importlib.resources
+
+    assert importlib.resources.files("distributed_client").joinpath("py.typed").is_file()

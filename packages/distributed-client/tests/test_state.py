@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distributed_client._state import SchedulerState, default_max_in_flight
+from distributed_client._pipeline import default_max_in_flight
+from distributed_client._state import SchedulerState
 from distributed_client.errors import (
     CancelledError,
     KilledEveryWorker,

@@ -7,14 +7,14 @@ import random
 
 import pytest
 
-from distributed_client._state import (
+from distributed_client._pipeline import (
     MAX_IN_FLIGHT_PER_CORE,
-    MAX_MISSING_DATA,
     RoundTrip,
-    SchedulerState,
     default_max_in_flight,
     in_flight_target,
 )
+from distributed_client._recovery import MAX_MISSING_DATA
+from distributed_client._state import SchedulerState
 from distributed_client.errors import LostDataError
 
 A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
@@ -373,7 +373,7 @@ def test_stealing_skips_a_worker_the_task_avoids():
     s = make(A, B)
     s.update_graph({f"t{i}": ("spec", []) for i in range(20)}, wants=[f"t{i}" for i in range(20)])
     for ts in s.tasks.values():
-        ts.avoid.add(B)
+        ts.avoid_worker(B)
     sent = s.assign()
     assert {w for w, _ in sent} == {A}
 
@@ -388,3 +388,24 @@ def test_idle_worker_still_steals_from_a_deep_pipeline():
     s.add_worker(B, 1)
     stolen = s.assign()
     assert stolen and {w for w, _ in stolen} == {B}
+
+
+def test_pipeline_policy_sizes_depth_from_reply_gaps_and_identity():
+    from distributed_client._pipeline import PipelinePolicy
+    from distributed_client._tasks import WorkerState
+
+    ws = WorkerState(A, ncores=1, max_in_flight=3)
+    ws.processing.update({object(), object()})  # busy: reply gaps measure its speed
+    p = PipelinePolicy(pipeline_cover=0.003)
+    for i in range(20):
+        p.on_reply(A, ws, now=i * 0.0001)  # a reply every 100 us
+    assert ws.max_in_flight == 16 + 4  # 1 + 0.003 / 0.0001, capped at 16 * ncores + 4
+    slow = WorkerState(B, ncores=1, max_in_flight=3)
+    slow.processing.update({object(), object()})
+    for i in range(5):
+        p.on_reply(B, slow, now=i * 0.2)
+    assert slow.max_in_flight == 3  # long tasks: the default depth
+    assert not p.on_identity(slow, ["keep_inputs"]) and not slow.ahead
+    assert p.on_identity(slow, ["pending"]) and slow.ahead and p.is_capable(B)
+    p.forget(B)
+    assert not p.is_capable(B)

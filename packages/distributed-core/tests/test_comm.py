@@ -19,6 +19,7 @@ from distributed_core import (
     read,
     write,
 )
+from distributed_core.rpc import ConnectionPool, rpc
 from distributed_core.testing import free_port, gen_test, serve
 
 
@@ -45,6 +46,26 @@ async def test_connect_and_peer_info():
             await comm.close()
         assert comm.closed()
         assert "closed" in repr(comm)
+
+
+@gen_test()
+async def test_hello_names_the_client_only_when_given():
+    """Issue 10: a client's id rides in the hello; the listener reads it from peer_info."""
+    seen = []
+    handlers = {"whose": lambda comm: seen.append(comm.peer_info.get("client", "absent"))}
+    async with serve(handlers) as server:
+        pool = ConnectionPool(client="c0ffee")
+        try:
+            await rpc(server.address, pool=pool).whose()
+            async with rpc(server.address) as r:  # its own pool, no client
+                await r.whose()
+            comm = await connect(server.address, client="c1")
+            await write(comm, {"op": "whose"})
+            await read(comm)
+            await comm.close()
+        finally:
+            await pool.close()
+        assert seen == ["c0ffee", "absent", "c1"]
 
 
 @pytest.mark.parametrize("form", ["{host}:{port}", "tcp://{host}:{port}", "tuple"])

@@ -42,6 +42,7 @@ EXPECTED = {
     "loads",
     "normalize_address",
     "parse_address",
+    "parse_resources",
     "read",
     "rpc",
     "sync",

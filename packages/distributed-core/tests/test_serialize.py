@@ -329,6 +329,41 @@ def test_pickle_dumps_prefers_plain_pickle():
     assert pickle.loads(data) == Point(1, 2)
 
 
+def test_pickle_dumps_follows_register_pickle_by_value(tmp_path, monkeypatch):
+    # data (not only functions) of a module registered by value goes by
+    # value, so a process that cannot import the module can load it
+    import subprocess
+    import sys
+    import uuid
+
+    import cloudpickle
+
+    from distributed_core.serialize import pickle_dumps
+
+    name = f"pbv_core_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "class P:\n    def __init__(self, x):\n        self.x = x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = __import__(name)
+    try:
+        by_reference = pickle_dumps(module.P(7))
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            by_value = pickle_dumps(module.P(7))
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
+        assert pickle_dumps(module.P(7)) == by_reference  # unregistered: by reference again
+    finally:
+        sys.modules.pop(name, None)
+    load = "import pickle, sys; print(pickle.loads(sys.stdin.buffer.read()).x)"
+    elsewhere = [sys.executable, "-c", load]  # a fresh process without tmp_path on sys.path
+    ok = subprocess.run(elsewhere, input=by_value, capture_output=True, timeout=60)
+    assert ok.stdout.strip() == b"7", ok.stderr
+    bad = subprocess.run(elsewhere, input=by_reference, capture_output=True, timeout=60)
+    assert b"No module named" in bad.stderr
+
+
 # -- property test ------------------------------------------------------------------
 
 scalars = (

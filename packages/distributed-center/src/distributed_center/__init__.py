@@ -14,6 +14,15 @@ Run one from the shell with ``dcenter`` (or ``python -m distributed_center``).
 from ._version import __version__
 from .center import DEFAULT_PORT, Center
 from .cli import main
+from .leases import Leases
 from .state import CenterState, WorkerInfo
 
-__all__ = ["DEFAULT_PORT", "Center", "CenterState", "WorkerInfo", "__version__", "main"]
+__all__ = [
+    "DEFAULT_PORT",
+    "Center",
+    "CenterState",
+    "Leases",
+    "WorkerInfo",
+    "__version__",
+    "main",
+]

@@ -32,6 +32,8 @@ from distributed_core import (
 )
 
 from ._version import __version__
+from .clients import ClientTracker
+from .datasets import Datasets, UploadedFiles
 from .events import EventLog
 from .state import CenterState, check_workers
 
@@ -47,6 +49,10 @@ STREAM_OPS = ("add_keys", "remove_keys", "heartbeat", "unregister", "task_events
 #: what the center writes on every report stream each ``heartbeat_interval``
 #: (workers before issue 8 ignore it: they read and drop whatever the center sends)
 HEARTBEAT = {"op": "heartbeat"}
+
+#: what ``identity`` announces under ``features`` (issue 10): ``resources`` in
+#: ``register``, the dataset ops, ``upload_file``
+FEATURES = ["resources", "datasets", "upload_file"]
 
 
 class Center(Server):
@@ -80,13 +86,21 @@ class Center(Server):
         listening: ``'host:port'``, a port, or ``''`` for the configured
         default (port 8788 on the center's host, or a free port when that
         one is busy). None (the default): no dashboard.
+    client_timeout
+        A client from which no heartbeat arrived for this many seconds (it
+        died without closing, or its host vanished) is released: the keys
+        only it asked for are deleted on the workers
+        (:mod:`distributed_center.clients`). Default:
+        ``timeouts.client_timeout`` from the configuration (30 s).
+
+        .. versionadded:: 0.2.0
     clock
         Monotonic clock for liveness (``time.monotonic``); tests pass a fake
         one and call :meth:`check_liveness` themselves.
     name, limits
         Passed to :class:`distributed_core.Server`.
 
-    .. versionchanged:: issue 8
+    .. versionchanged:: 0.2.0
        The center heartbeats on report streams (announced with
        ``center_heartbeats`` in the ``register`` reply); ``contact_address``
        and ``clock`` were added.
@@ -106,6 +120,7 @@ class Center(Server):
         heartbeat_timeout: float | None = None,
         contact_address: str | None = None,
         dashboard_address: str | int | None = None,
+        client_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         name=None,
         limits=None,
@@ -124,6 +139,9 @@ class Center(Server):
             )
         self.contact_address = None if contact_address is None else _normalize(contact_address)
         self.state = CenterState(clock=clock)
+        #: published datasets and uploaded files (datasets.py, issue 10)
+        self.datasets = Datasets(self.state)
+        self.uploaded = UploadedFiles(config.get("center.max_upload_bytes"))
         #: task stream, cluster events and counters, in bounded buffers
         self.events = EventLog(
             task_events=config.get("dashboard.task_events"),
@@ -134,6 +152,10 @@ class Center(Server):
         self.dashboard = None
         self.heartbeat_interval = float(heartbeat_interval)
         self.heartbeat_timeout = float(heartbeat_timeout)
+        if client_timeout is None:
+            client_timeout = config.get("timeouts.client_timeout")
+        #: clients: registration, heartbeats, release of their data (issue 10)
+        self.clients = ClientTracker(self, client_timeout)
         handlers = {
             "register": self.register,
             "unregister": self.unregister,
@@ -148,6 +170,12 @@ class Center(Server):
             "heartbeat": self.heartbeat,
             "versions": self.versions,
             "terminate": self.terminate,
+            **self.clients.handlers,
+            "publish_dataset": self.publish_dataset,
+            "get_dataset": self.get_dataset,
+            "list_datasets": self.list_datasets,
+            "unpublish_dataset": self.unpublish_dataset,
+            "upload_file": self.upload_file,
         }
         #: op -> handler(address, msg) for report-stream messages; a handler
         #: returning False ends the stream
@@ -237,6 +265,7 @@ class Center(Server):
         for task in beats:
             task.cancel()
         await asyncio.gather(*beats, return_exceptions=True)
+        await self.clients.close()
         await self._pool.close()
         await super().close()
         if self._finished is None:
@@ -262,6 +291,7 @@ class Center(Server):
         name=None,
         nbytes=None,
         stream=False,
+        resources=None,
     ):
         """Add (or refresh) a worker and the complete set of keys it holds.
 
@@ -279,10 +309,16 @@ class Center(Server):
         whole key set (a worker never appears twice, and keys it lost while
         away are not listed); a new report stream replaces the old one, which
         the center closes.
+
+        Issue 10: ``resources`` (``{name: amount}``, optional) is what the
+        worker declared; a stream registration's answer carries ``uploads``
+        (``[[filename, bytes], ...]``, when any) for the worker to install.
         """
         try:
             address = _normalize(address)
-            new = self.state.register(address, keys=keys, ncores=ncores, name=name, nbytes=nbytes)
+            new = self.state.register(
+                address, keys=keys, ncores=ncores, name=name, nbytes=nbytes, resources=resources
+            )
         except (TypeError, ValueError) as e:
             if not stream:
                 raise
@@ -316,6 +352,8 @@ class Center(Server):
         # a center serving a dashboard asks for them (nobody else shows them).
         if self.dashboard_address is not None:
             reply["task_events"] = 1
+        if self.uploaded.files:
+            reply["uploads"] = self.uploaded.items()
         await self._serve_stream(comm, address, reply)
 
     def unregister(self, comm, address):
@@ -364,6 +402,39 @@ class Center(Server):
             await asyncio.gather(*(self._tell_delete(a, ks) for a, ks in by_holder.items()))
         return "OK"
 
+    # --------------------------------------------------- datasets and uploads (issue 10)
+
+    def publish_dataset(self, comm, name, keys=(), data=b"", override=False):
+        """Name ``keys`` with the client's opaque ``data``; the keys are pinned."""
+        self.datasets.publish(name, keys, data, override=bool(override))
+        return "OK"
+
+    def get_dataset(self, comm, name):
+        """``{'keys': [...], 'data': bytes}``; KeyError naming the known datasets."""
+        return self.datasets.get(name)
+
+    def list_datasets(self, comm=None):
+        """The names of the published datasets, sorted."""
+        return self.datasets.names()
+
+    async def unpublish_dataset(self, comm, name):
+        """Forget ``name`` and unpin its keys; returns the keys no longer pinned.
+
+        The data stays on the workers while a registered client holds it;
+        keys that no client holds any more are deleted now.
+        """
+        free = self.datasets.unpublish(name)
+        orphans = self.state.unowned(free)
+        if orphans:
+            await self.delete_data(None, orphans)
+        return free
+
+    def upload_file(self, comm, filename, data):
+        """Keep a file to give to every worker that registers from now on."""
+        self.uploaded.add(filename, data)
+        self.events.add("file-uploaded", None, f"file {filename} uploaded ({len(data)} bytes)")
+        return "OK"
+
     def heartbeat(self, comm, address, **metrics):
         """Note that a worker is alive; ``'unknown-worker'`` if it must register again."""
         if self.state.heartbeat(_normalize(address), metrics):
@@ -395,6 +466,8 @@ class Center(Server):
             keys=self.state.n_keys,
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_timeout=self.heartbeat_timeout,
+            clients=len(self.state.leases.clients),
+            features=list(FEATURES),
         )
         return info
 
@@ -472,6 +545,7 @@ class Center(Server):
         tasks = msg.get("tasks")  # task events riding on the batch (task_events announced)
         if tasks:
             self.events.add_task_events(address, tasks)
+        self.clients.added(address, msg)
 
     def _stream_remove_keys(self, address: str, msg: dict) -> None:
         self.state.remove_keys(address, msg.get("keys", ()))
@@ -540,6 +614,7 @@ class Center(Server):
         dropped = self.state.stale_workers(self.heartbeat_timeout)
         for address in dropped:
             self._remove_worker(address, f"nothing heard for {self.heartbeat_timeout:g}s")
+        self.clients.check()
         beaten = []
         for address in self.state.heartbeats_due(self.heartbeat_interval):
             comm = self.streams.get(address)

@@ -100,6 +100,13 @@ class StartupError(Exception):
     help="Drop a worker (and its keys) after this many silent seconds.",
 )
 @click.option(
+    "--client-timeout",
+    default=_cfg("timeouts.client_timeout"),
+    show_default="30.0, config timeouts.client_timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Delete the data of a client that sent no heartbeat for this many seconds.",
+)
+@click.option(
     "--secret-file",
     default=_cfg("security.secret_file"),
     help="File holding the cluster's shared secret.",
@@ -167,6 +174,7 @@ def main(
     contact_address,
     heartbeat_interval,
     heartbeat_timeout,
+    client_timeout,
     secret_file,
     tls_cert,
     tls_key,
@@ -221,6 +229,7 @@ def main(
                 address, security, heartbeat_interval, heartbeat_timeout, contact_address,
                 dashboard_address if dashboard else None,
                 secret_note=secret_note, port_is_default=port_is_default,
+                client_timeout=client_timeout,
             )
         )  # fmt: skip
     except StartupError as e:
@@ -320,6 +329,7 @@ async def _run(
     *,
     secret_note=None,
     port_is_default=False,
+    client_timeout=None,
 ):
     center = Center(
         security=security,
@@ -327,6 +337,7 @@ async def _run(
         heartbeat_timeout=heartbeat_timeout,
         contact_address=contact_address,
         dashboard_address=dashboard_address,
+        client_timeout=client_timeout,
     )
     try:
         try:

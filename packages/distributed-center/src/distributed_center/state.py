@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from .leases import Leases
+
 __all__ = ["CenterState", "WorkerInfo"]
 
 _COLLECTIONS = (list, tuple, set, frozenset)
@@ -32,7 +34,16 @@ _COLLECTIONS = (list, tuple, set, frozenset)
 class WorkerInfo:
     """What the Center knows about one worker (besides its keys)."""
 
-    __slots__ = ("address", "last_sent", "last_seen", "metrics", "name", "nbytes", "ncores")
+    __slots__ = (
+        "address",
+        "last_sent",
+        "last_seen",
+        "metrics",
+        "name",
+        "nbytes",
+        "ncores",
+        "resources",
+    )
 
     def __init__(self, address: str, name: Any, ncores: int, last_seen: float):
         self.address = address
@@ -42,6 +53,7 @@ class WorkerInfo:
         self.last_seen = last_seen  # on the state's (monotonic) clock
         self.last_sent = last_seen  # when the center last sent it a heartbeat
         self.metrics: dict = {}  # what its last heartbeat reported
+        self.resources: dict = {}  # what it declared (``--resources``), issue 10
 
     def __repr__(self) -> str:
         return f"<WorkerInfo {self.address} name={self.name!r} ncores={self.ncores}>"
@@ -134,6 +146,28 @@ def check_name(name: Any) -> Any:
     return name
 
 
+def check_resources(resources: Any) -> dict:
+    if resources is None:
+        return {}
+    if not isinstance(resources, dict):
+        raise TypeError(
+            f"resources must be a dict {{name: amount}}, got {type(resources).__name__} "
+            f"{_short(resources)}"
+        )
+    for name, amount in resources.items():
+        if (
+            not isinstance(name, str)
+            or not isinstance(amount, (int, float))
+            or isinstance(amount, bool)
+            or not amount >= 0
+        ):
+            raise TypeError(
+                f"resources[{_short(name)}] must be a number >= 0 under a str name, "
+                f"got {_short(amount)}"
+            )
+    return dict(resources)
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -162,6 +196,8 @@ class CenterState:
         self.nbytes_map: dict[Hashable, int] = {}
         #: address -> WorkerInfo
         self.workers_map: dict[str, WorkerInfo] = {}
+        #: which client asked for which key, and pinned keys (issue 10)
+        self.leases = Leases(clock)
 
     # ------------------------------------------------------------------ sizes
 
@@ -186,6 +222,7 @@ class CenterState:
         ncores: int = 1,
         name: Any = None,
         nbytes: dict | None = None,
+        resources: dict | None = None,
     ) -> bool:
         """Add a worker, or refresh a known one.
 
@@ -199,6 +236,7 @@ class CenterState:
         ncores = check_ncores(ncores)
         name = check_name(name)
         nbytes = check_nbytes(nbytes)
+        resources = check_resources(resources)
 
         info = self.workers_map.get(address)
         new = info is None
@@ -217,6 +255,7 @@ class CenterState:
                 wanted.update(nbytes)
                 stale = [k for k in held if k not in wanted]
                 self._remove(info, stale)
+        info.resources = resources
         self._add(info, keys, nbytes)
         return new
 
@@ -278,6 +317,24 @@ class CenterState:
             self._remove(self.workers_map[address], held)
         return by_holder
 
+    def pin(self, keys: Iterable) -> None:
+        """Keep ``keys`` when the clients that asked for them leave (named
+        datasets); see :meth:`Leases.pin <distributed_center.Leases.pin>`."""
+        self.leases.pin(check_keys(keys))
+
+    def unpin(self, keys: Iterable) -> list:
+        """Undo one :meth:`pin` of each of ``keys``; return those no longer pinned at all."""
+        return self.leases.unpin(check_keys(keys))
+
+    def is_pinned(self, key: Hashable) -> bool:
+        """Whether ``key`` is pinned (named by a published dataset)."""
+        return key in self.leases.pinned
+
+    def unowned(self, keys: Iterable) -> list:
+        """Those of ``keys`` that no registered client asked for and no pin keeps."""
+        leases = self.leases
+        return [k for k in keys if k not in leases.owner and k not in leases.pinned]
+
     def heartbeat(self, address: str, metrics: dict | None = None) -> bool:
         """Note that ``address`` is alive. Returns False if it is not registered."""
         address = check_address(address)
@@ -328,6 +385,7 @@ class CenterState:
         now = self.clock()
         for info in self.workers_map.values():
             info.last_seen = min(info.last_seen + seconds, now)
+        self.leases.excuse(seconds)
 
     # ---------------------------------------------------------------- queries
 
@@ -371,7 +429,7 @@ class CenterState:
         return {k: nb[k] for k in check_keys(keys) if k in nb}
 
     def workers(self) -> dict:
-        """``{worker: {'name', 'ncores', 'nkeys', 'nbytes', 'last_seen', 'metrics'}}``.
+        """``{worker: {'name', 'ncores', 'nkeys', 'nbytes', 'last_seen', 'metrics', 'resources'}}``.
 
         ``last_seen`` is a wall-clock timestamp (``time.time()`` scale).
         """
@@ -384,6 +442,7 @@ class CenterState:
                 "nbytes": info.nbytes,
                 "last_seen": info.last_seen + offset,
                 "metrics": info.metrics,
+                "resources": info.resources,
             }
             for address, info in self.workers_map.items()
         }
@@ -448,6 +507,7 @@ class CenterState:
         held = self.has_what_map[address]
         wh = self.who_has_map
         nb = self.nbytes_map
+        forget = self.leases.forget
         lost = []
         for key in keys:
             if key not in held:
@@ -458,6 +518,7 @@ class CenterState:
             if isinstance(holders, str):
                 del wh[key]
                 nb.pop(key, None)
+                forget(key)
                 lost.append(key)
             else:
                 holders.discard(address)

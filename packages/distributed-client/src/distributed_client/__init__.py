@@ -2,9 +2,10 @@
 
 * :func:`scatter`, :func:`gather`, :func:`delete`, :func:`clear` and
   :class:`RemoteData` -- put data on the cluster and bring it back.
-* :class:`Pool` -- ``multiprocessing.Pool`` look-alike; results stay remote.
+* :class:`Pool` -- ``multiprocessing.Pool`` on a cluster: values, or RemoteData (``remote=True``).
 * :func:`get` -- run a dask graph (``dask.compute(x, scheduler=...)``).
-* :class:`Executor` -- ``concurrent.futures``-style futures.
+* :class:`Executor` -- ``concurrent.futures``-style futures
+  (:func:`wait`, :func:`as_completed`, :func:`fire_and_forget`).
 * :class:`LocalCluster` -- a Center and Workers as local processes.
 * :class:`SSHCluster` -- a Center and Workers started over SSH
   (``distributed-client[ssh]``; also ``dcluster ssh HOST...``).
@@ -32,6 +33,7 @@ from .executor import (
     Executor,
     Future,
     as_completed,
+    fire_and_forget,
     wait,
 )
 from .graph import get
@@ -48,6 +50,7 @@ __all__ = [
     "Executor",
     "Future",
     "as_completed",
+    "fire_and_forget",
     "get",
     "progress",
     "wait",

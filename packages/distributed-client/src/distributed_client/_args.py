@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import cloudpickle
 
-__all__ = ["replace_remote", "PickledFunction", "prepickle"]
+__all__ = ["replace_remote", "PickledFunction", "prepickle", "by_value_modules"]
 
 
 def replace_remote(obj, found: dict, kinds: tuple):
@@ -68,6 +68,20 @@ class PickledFunction:
 _cache: OrderedDict = OrderedDict()
 _cache_lock = threading.Lock()
 _CACHE_SIZE = 100
+_cache_registry: set = set()  # cloudpickle's by-value modules when the cache was filled
+
+
+def by_value_modules() -> tuple:
+    """Names of the modules registered with ``cloudpickle.register_pickle_by_value``.
+
+    Part of pure keys: how a function or argument is pickled (by reference or
+    by value) decides whether a worker can load it, so registering a module
+    after a failure must give new keys, not the failed results.
+
+    >>> by_value_modules() == tuple(sorted(cloudpickle.list_registry_pickle_by_value()))
+    True
+    """
+    return tuple(sorted(cloudpickle.list_registry_pickle_by_value()))
 
 
 def prepickle(function):
@@ -75,10 +89,22 @@ def prepickle(function):
 
     The last 100 functions are remembered (by identity, like dask.distributed's
     ``dumps_function``), so a function submitted many times is pickled once.
-    Globals a function uses are captured the first time it is pickled.
+    Globals a function uses are captured the first time it is pickled. The
+    cache is emptied whenever the set of modules registered with
+    ``cloudpickle.register_pickle_by_value`` changes, so registering one
+    takes effect at once, even for a function that was pickled before.
+
+    .. versionchanged:: 0.2.0
+       Registering a module by value empties the cache.
     """
+    global _cache_registry
     if isinstance(function, PickledFunction):
         return function
+    registry = cloudpickle.list_registry_pickle_by_value()
+    if registry != _cache_registry:
+        with _cache_lock:
+            _cache.clear()
+            _cache_registry = registry
     try:
         with _cache_lock:
             cached = _cache.get(function)

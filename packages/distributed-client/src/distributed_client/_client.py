@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator
+from typing import Any, TypeVar
 
 from distributed_core import config
 
+from ._center_arg import choose_center
 from ._session import Session, resolve_center
 from ._sync import get_runner, on_exit
 
 __all__ = ["ClientBase"]
+
+_C = TypeVar("_C", bound="ClientBase")
 
 _open_sync_clients: set = set()
 
@@ -39,7 +44,11 @@ class ClientBase:
     center
         the center's address (``'host:port'``, ``'tcp://host:port'``,
         ``(host, port)``), or a :class:`~distributed_client.LocalCluster`
-        (whose ``no_workers_timeout`` is then the default).
+        or :class:`~distributed_client.SSHCluster` (whose
+        ``no_workers_timeout`` and ``security`` are then the defaults). Left
+        out (None): the configured ``client.address`` (environment variable
+        ``DISTRIBUTED_CLIENT__ADDRESS``), else a new LocalCluster that the
+        client owns (``.cluster``) and closes when it closes.
     timeout
         seconds to connect to the center (``connect_timeout``).
     center_timeout
@@ -62,81 +71,123 @@ class ClientBase:
 
     def __init__(
         self,
-        center,
+        center: Any = None,
         *,
-        security=None,
+        security: Any = None,
         asynchronous: bool = False,
         timeout: float | None = None,
         name: str | None = None,
         allowed_failures: int | None = None,
         center_timeout: float | None = None,
         no_workers_timeout: float | None = None,
-    ):
+    ) -> None:
         # None: the configured defaults (distributed_core.config; 5 s and 3)
         if timeout is None:
             timeout = config.get("timeouts.connect_timeout")
         if allowed_failures is None:
             allowed_failures = config.get("timeouts.allowed_failures")
-        self.center, bounds = resolve_center(
-            center, center_timeout=center_timeout, no_workers_timeout=no_workers_timeout
-        )
-        for bound in ("center_timeout", "no_workers_timeout"):
-            bounds.setdefault(bound, config.get(f"timeouts.{bound}"))
+        # no center: the configured client.address, else a LocalCluster of our own
+        center, security, self._own_cluster = choose_center(center, security, asynchronous)
+        self._bound_args = {
+            "center_timeout": center_timeout,
+            "no_workers_timeout": no_workers_timeout,
+        }
         self.security = security
         self.asynchronous = asynchronous
         self._timeout = timeout
-        self._session_kwargs = dict(
+        self._session_kwargs: dict[str, Any] = dict(
             security=security,
             connect_timeout=timeout,
             name=name,
             allowed_failures=allowed_failures,
-            **bounds,
         )
+        self.center: str | None = None
         self.session: Session | None = None
         self._runner = None
+        if asynchronous and self._own_cluster is not None:
+            return  # the cluster starts in _start
+        self._resolve(center)
         if not asynchronous:
             self._runner = get_runner()
-            self.session = self._runner.run(Session.create, self.center, **self._session_kwargs)
+            try:
+                self.session = self._runner.run(Session.create, self.center, **self._session_kwargs)
+            except BaseException:
+                self._close_own_cluster()
+                raise
             _open_sync_clients.add(self)
+
+    def _resolve(self, center: Any) -> None:
+        self.center, bounds = resolve_center(center, **self._bound_args)
+        for bound in ("center_timeout", "no_workers_timeout"):
+            bounds.setdefault(bound, config.get(f"timeouts.{bound}"))
+        self._session_kwargs.update(bounds)
+
+    def _close_own_cluster(self) -> None:
+        if self._own_cluster is not None:
+            self._own_cluster.close()  # idempotent
+
+    @property
+    def cluster(self) -> Any:
+        """The LocalCluster this client started (``Executor()``), else None.
+
+        It is closed when the client closes.
+        """
+        return self._own_cluster
 
     # ------------------------------------------------------------------ start/stop
 
     async def _start(self):
         if self.session is None:
-            self.session = await Session.create(self.center, **self._session_kwargs)
+            if self.center is None:  # our own LocalCluster, asynchronous
+                try:
+                    self._resolve(await self._own_cluster)
+                    self.session = await Session.create(self.center, **self._session_kwargs)
+                except BaseException:
+                    await asyncio.get_running_loop().run_in_executor(None, self._close_own_cluster)
+                    raise
+            else:
+                self.session = await Session.create(self.center, **self._session_kwargs)
         return self
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         return self._start().__await__()
 
-    async def __aenter__(self):
+    async def __aenter__(self: _C) -> _C:
         await self._start()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self._aclose()
 
-    def __enter__(self):
+    def __enter__(self: _C) -> _C:
         if self.asynchronous:
             raise RuntimeError("an asynchronous client is used with `async with`, not `with`")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     async def _aclose(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        try:
+            if self.session is not None:
+                await self.session.close()
+        finally:
+            if self._own_cluster is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self._close_own_cluster)
 
-    def close(self):
+    def close(self) -> Any:
         """Close the connection; the data this client computed or scattered is deleted."""
         _open_sync_clients.discard(self)
-        if self.session is None:
-            return None
         if self.asynchronous:
             return self._aclose()
-        if self._runner is not None and self._runner.thread.is_alive() and not self.session.closed:
-            self._runner.run(self._aclose)
+        try:
+            if self.session is None:
+                return None
+            s = self.session
+            if self._runner is not None and self._runner.thread.is_alive() and not s.closed:
+                self._runner.run(s.close)
+        finally:
+            self._close_own_cluster()
         return None
 
     def _close_at_exit(self) -> None:
@@ -149,7 +200,7 @@ class ClientBase:
 
     # ------------------------------------------------------------------ cluster view
 
-    def scheduler_info(self):
+    def scheduler_info(self) -> Any:
         """What the center knows of the cluster, with each worker's memory.
 
         ``{'center': address, 'workers': {address: {'name', 'ncores', 'nkeys',
@@ -162,7 +213,7 @@ class ClientBase:
         field a worker does not report (older workers) is None. At most
         ``center_timeout`` seconds (:class:`~distributed_client.CenterTimeoutError`).
 
-        .. versionadded:: issue 9
+        .. versionadded:: 0.2.0
         """
         return self._sync(self._scheduler_info)
 
@@ -187,6 +238,7 @@ class ClientBase:
                     "limit": m.get("memory_limit"),
                 },
                 "paused": m.get("paused"),
+                "resources": w.get("resources") or {},
                 "last_seen": w.get("last_seen"),
             }
         return {"center": self.center, "workers": info}

@@ -63,6 +63,7 @@ class _Lane:
                     timeout=link.connect_timeout,
                     security=link.security,
                     name=link.name,
+                    client=link.client,
                 )
             except (CommClosedError, OSError) as e:
                 link._failed(self, sent=False, cause=e)
@@ -148,11 +149,13 @@ class WorkerLink:
         security=None,
         connect_timeout: float = 2.0,
         name: str | None = None,
+        client: str | None = None,
     ):
         self.address = address
         self.security = security
         self.connect_timeout = connect_timeout
         self.name = name
+        self.client = client  # sent in the hello: the worker reports results as ours
         self.on_failure = on_failure
         self.on_connect = on_connect
         self.lanes = [_Lane(self) for _ in range(max(1, nlanes))]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from distributed_core.resources import parse_resources as _parse_resources
+
 __all__ = ["TaskOptions", "DEFAULT_OPTIONS", "task_options", "parse_resources"]
 
 
@@ -62,41 +64,15 @@ def _norm_workers(workers) -> frozenset[str] | None:
 def parse_resources(resources) -> dict[str, float] | None:
     """``{"GPU": 1}`` or ``"GPU=1,MEM=8e9"`` -> ``{"GPU": 1.0, ...}``; checks every amount.
 
+    The same parser as the workers' ``--resources``
+    (:func:`distributed_core.parse_resources`).
+
     >>> parse_resources("GPU=2, MEM=8e9")
     {'GPU': 2.0, 'MEM': 8000000000.0}
     >>> parse_resources(None) is None
     True
     """
-    if resources is None:
-        return None
-    if isinstance(resources, str):
-        items = {}
-        for part in resources.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            name, sep, amount = part.partition("=")
-            if not sep or not name.strip():
-                raise ValueError(
-                    f"resources {resources!r}: write NAME=AMOUNT pairs separated by commas, "
-                    f'e.g. "GPU=2,MEM=8e9"'
-                )
-            items[name.strip()] = amount.strip()
-        resources = items
-    if not isinstance(resources, Mapping):
-        raise TypeError(f"resources= takes a dict like {{'GPU': 1}}, not {resources!r:.100}")
-    out = {}
-    for name, amount in resources.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"resource names are non-empty strings, got {name!r:.100}")
-        try:
-            value = float(amount)
-        except (TypeError, ValueError):
-            raise ValueError(f"resource {name}={amount!r:.100} is not a number") from None
-        if not value >= 0 or value == float("inf"):
-            raise ValueError(f"resource {name}={amount!r:.100} must be a finite number >= 0")
-        out[name] = value
-    return out
+    return _parse_resources(resources)
 
 
 def task_options(

@@ -15,7 +15,6 @@ thread).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
@@ -26,7 +25,6 @@ from collections.abc import Hashable, Iterable, Mapping
 from distributed_core import (
     CommClosedError,
     ConnectionPool,
-    Failure,
     HandshakeError,
     normalize_address,
     rpc,
@@ -34,10 +32,13 @@ from distributed_core import (
 from distributed_core.logs import RateLimitFilter
 from distributed_core.timeouts import DEFAULTS
 
-from ._data import DataMixin, WorkerUnreachable, as_exception
+from ._data import DataMixin, as_exception
+from ._dispatch import DispatchMixin
 from ._lanes import WorkerLink
-from ._state import RoundTrip, SchedulerState, in_flight_target
-from .errors import CenterTimeoutError, NotACenterError, NoWorkersError
+from ._lease import Lease
+from ._pipeline import PipelinePolicy
+from ._state import SchedulerState
+from .errors import CenterTimeoutError, NotACenterError
 
 __all__ = ["Session", "as_exception", "resolve_center"]
 
@@ -69,7 +70,7 @@ def resolve_center(center, **bounds) -> tuple[str, dict]:
     return normalize_address(center), out
 
 
-class Session(DataMixin):
+class Session(DataMixin, DispatchMixin):
     """A connection to one cluster and the client-side scheduler that drives it.
 
     Create with ``await Session.create(center)`` on a running loop.
@@ -88,7 +89,7 @@ class Session(DataMixin):
     refresh_interval = 1.0
     #: seconds a failed worker is ignored while the center still lists it
     gone_grace = 5.0
-    #: seconds of work kept waiting at each worker for short tasks (see _observe_reply)
+    #: seconds of work kept waiting at each worker for short tasks (see PipelinePolicy.on_reply)
     pipeline_cover = 0.003
     #: tasks are sent ahead of their inputs only to workers whose tasks take
     #: less than this on average (seconds): a compute waiting for its inputs
@@ -123,13 +124,19 @@ class Session(DataMixin):
             clock=time.monotonic,
             center=self.center_address,
         )
+        self.state.gone_grace = self.gone_grace
         self.center_pool = ConnectionPool(
             limit=16, security=security, connect_timeout=connect_timeout, name=self.name
         )
         self._center_rpc = rpc(self.center_address, pool=self.center_pool)
         self.pool = ConnectionPool(
-            limit=512, security=security, connect_timeout=worker_connect_timeout, name=self.name
+            limit=512,
+            security=security,
+            connect_timeout=worker_connect_timeout,
+            name=self.name,
+            client=self.id,  # workers report what we store as ours (issue 10, _lease.py)
         )
+        self.lease = Lease(self)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.status = "created"
         self._wait_futures: set[asyncio.Future] = set()
@@ -146,15 +153,8 @@ class Session(DataMixin):
         self._refresh_now: asyncio.Event | None = None
         self._workers_event: asyncio.Event | None = None
         self._links: dict[str, WorkerLink] = {}
-        #: workers we saw fail, not taken back from the center's list for a while
-        #: (the center may not have noticed their death yet)
-        self._gone: dict[str, float] = {}
-        #: worker -> [time of its last compute reply, smoothed gap between replies]
-        self._timing: dict[str, list] = {}
-        #: worker -> its round trip and task time (sizes its pipeline)
-        self._round_trips: dict[str, RoundTrip] = {}
-        #: workers that understand the issue-8 compute fields (pending, keep_inputs)
-        self._capable: set[str] = set()
+        #: in-flight depth and ahead dispatch per worker (policy, no I/O)
+        self.pipeline = PipelinePolicy(self.pipeline_cover, self.ahead_max_task_time)
         #: worker -> connections of requests in progress (aborted when it is gone)
         self._calls: dict[str, set] = defaultdict(set)
         #: the timer that calls SchedulerState.expire, and when it fires
@@ -195,6 +195,7 @@ class Session(DataMixin):
                 f"(start one with `python -m distributed_center`, or use LocalCluster())"
             ) from None
         self.status = "running"
+        self.lease.start()
 
     async def _first_contact(self) -> None:
         """The first call to the center; tells a worker's address from a center's."""
@@ -233,6 +234,9 @@ class Session(DataMixin):
             self._refresh_task.cancel()
         for t in list(self._tasks):
             t.cancel()
+        # the center releases what it holds for us (results still to come too): in
+        # parallel with our own deletes, within the same `timeout` (_lease.py)
+        leased = asyncio.ensure_future(self.lease.close(release, timeout))
         if release:
             keys: dict = {}
             for key, holders in self.state.take_report().delete.items():
@@ -254,6 +258,7 @@ class Session(DataMixin):
                     await asyncio.wait_for(self._delete(keys), timeout)
                 except Exception as e:
                     logger.info("could not delete %d keys while closing: %s", len(keys), e)
+        await leased
         if self._delete_task is not None:
             self._delete_task.cancel()
         if self._deadline_handle is not None:
@@ -391,6 +396,14 @@ class Session(DataMixin):
             self.state.cancel(keys)
             self._kick()
 
+    def status_of(self, key: Hashable) -> tuple:
+        """``(state, exception)`` of `key` for reads from any thread (the one snapshot).
+
+        See :meth:`SchedulerState.status_of`: one atomic lookup, never a
+        ``KeyError`` while the loop thread changes the state.
+        """
+        return self.state.status_of(key)
+
     def watch(self, key: Hashable, callback) -> None:
         """Call ``callback(key)`` on the loop once `key` is in memory or erred."""
         st = self.state.state_of(key)
@@ -427,7 +440,7 @@ class Session(DataMixin):
             self._notify(key)
         for worker, key in self.state.assign():
             self._send_compute(worker, key)
-        if self.state.unplaced and self.state.workers:
+        if (self.state.unplaced or self.state.unplaced_urgent) and self.state.workers:
             self._kick()  # place the rest in a later loop iteration
         if self._busy():
             self._ensure_refresher()
@@ -477,349 +490,3 @@ class Session(DataMixin):
                     cb(key)
                 except Exception:
                     logger.exception("callback for %r failed", key)
-
-    def _send_compute(self, worker: str, key: Hashable) -> None:
-        ts = self.state.tasks.get(key)
-        if ts is None or ts.state != "processing" or ts.processing_on != worker:
-            return
-        pending_delete = self._deleting.get(key)
-        if pending_delete is not None:
-            # an earlier copy of this key is being deleted: compute after that
-            t = asyncio.ensure_future(self._send_after(pending_delete, worker, key))
-            self._tasks.add(t)
-            t.add_done_callback(self._tasks.discard)
-            return
-        function, args, kwargs, needed = ts.spec
-        msg = {"op": "compute", "function": function, "key": key, "args": args}
-        if kwargs:
-            msg["kwargs"] = kwargs
-        ws = self.state.workers[worker]
-        if needed:
-            msg["needed"] = needed
-            msg["who_has"] = self.state.dependency_hints(key)
-            if worker in self._capable:  # understands the issue-8 fields
-                msg["keep_inputs"] = True
-                if ts.pending:
-                    msg["pending"] = list(ts.pending)
-        link = self._links.get(worker)
-        if link is None or link.closed:
-            link = self._links[worker] = WorkerLink(
-                worker,
-                2 * ws.ncores + 2,
-                on_failure=self._link_failed,
-                on_connect=self._link_connected,
-                security=self.security,
-                connect_timeout=self.pool.connect_timeout,
-                name=self.name,
-            )
-        on_reply = functools.partial(
-            self._on_compute_reply, worker, key, msg.get("who_has"), self.loop.time()
-        )
-        link.send(msg, on_reply)
-
-    async def _send_after(self, fut, worker, key) -> None:
-        await asyncio.shield(fut)
-        self._send_compute(worker, key)
-
-    def _on_compute_reply(self, worker: str, key: Hashable, asked, sent: float, reply) -> None:
-        self._observe_reply(worker)
-        if isinstance(reply, BaseException):
-            # the request could not be sent (e.g. unpicklable arguments)
-            self.state.task_erred(key, worker, reply)
-        elif type(reply) is dict and reply.get("status") == "OK":
-            result = reply.get("result")
-            status = result.get("status") if type(result) is dict else None
-            duration = result.get("duration") if type(result) is dict else None
-            if isinstance(duration, (int, float)):
-                self._observe_round_trip(worker, self.loop.time() - sent, duration)
-            if status == "OK":
-                fetched = result.get("fetched")
-                if type(fetched) is dict and fetched:
-                    self.state.add_replicas(worker, fetched)
-                self.state.task_finished(key, worker, result.get("nbytes") or 0)
-            elif status == "error":
-                self.state.task_erred(key, worker, result.get("exception"))
-            elif status == "missing-data":
-                logger.info("%r on %s: inputs %s missing", key, worker, result.get("keys"))
-                missing = result.get("keys") or ()
-                self.state.task_missing_data(key, worker, missing, asked or {})
-                self._refresh_now.set()
-            else:
-                self.state.task_erred(
-                    key, worker,
-                    RuntimeError(f"unexpected compute reply from {worker}: {result!r:.200}"),
-                )  # fmt: skip
-        elif type(reply) is dict and reply.get("status") == "error":
-            # the compute op itself refused the request (bad arguments)
-            self.state.task_erred(key, worker, Failure.from_reply(reply))
-        else:
-            self.state.task_erred(
-                key, worker, RuntimeError(f"unexpected reply from {worker}: {reply!r:.200}")
-            )
-        self._kick()
-
-    def _observe_reply(self, worker: str) -> None:
-        """Adapt how many tasks a worker gets in flight to how fast it answers.
-
-        Enough requests must wait at the worker to cover the client's own
-        reaction time (``pipeline_cover`` seconds): many for tasks of a few
-        microseconds, ``2 * ncores + 1`` for tasks that take a while (then
-        queued work stays here, where it can still go to another worker).
-        """
-        now = self.loop.time()
-        timing = self._timing.get(worker)
-        if timing is None:
-            self._timing[worker] = [now, None]
-            return
-        gap = now - timing[0]
-        timing[0] = now
-        ws = self.state.workers.get(worker)
-        if gap > 0.25 or ws is None or len(ws.processing) < 2:
-            return  # the worker may have waited for us: not a measure of its speed
-        ewma = timing[1] = gap if timing[1] is None else 0.8 * timing[1] + 0.2 * gap
-        n = ws.ncores
-        depth = n + int(self.pipeline_cover / max(ewma, 1e-6))
-        depth = min(max(2 * n + 1, depth), 16 * n + 4)
-        rt = self._round_trips.get(worker)
-        if rt is not None:  # cover the round trip too (bandwidth-delay product)
-            depth = max(depth, in_flight_target(n, rt.rtt, rt.task_time))
-        ws.max_in_flight = depth
-
-    def _observe_round_trip(self, worker: str, elapsed: float, duration: float) -> None:
-        """A compute reply came `elapsed` s after its request; the function ran `duration` s.
-
-        A worker that reports durations understands tasks sent ahead of their
-        inputs (``pending``); they go to it while its tasks are short
-        (``ahead_max_task_time``). Its in-flight depth covers its round trip
-        (:func:`~distributed_client._state.in_flight_target`).
-        """
-        rt = self._round_trips.get(worker)
-        if rt is None:
-            rt = self._round_trips[worker] = RoundTrip()
-        rt.observe(elapsed, duration, self.loop.time())
-        ws = self.state.workers.get(worker)
-        if ws is None:
-            return
-        self._capable.add(worker)
-        ws.ahead = rt.task_time is not None and rt.task_time < self.ahead_max_task_time
-        ws.max_in_flight = max(ws.max_in_flight, in_flight_target(ws.ncores, rt.rtt, rt.task_time))
-
-    def _link_connected(self, link: WorkerLink) -> None:
-        if link.address in self.state.unreached:
-            self.state.worker_reached(link.address)
-            self._kick()
-
-    def _link_failed(self, link: WorkerLink, sent: bool, cause: BaseException) -> None:
-        if self._links.get(link.address) is link:
-            del self._links[link.address]
-        logger.info("connection to worker %s failed: %s", link.address, cause)
-        self._worker_failed(link.address, blame=sent)
-
-    async def _worker_call(self, address: str, msg: dict):
-        """One request to a worker; raises WorkerUnreachable when the worker is gone."""
-        try:
-            comm = await self.pool.acquire(address)
-        except (CommClosedError, OSError) as e:
-            raise WorkerUnreachable(address, False, e) from e
-        sent = False
-        calls = self._calls[address]
-        calls.add(comm)  # aborted by _worker_failed if the worker is gone meanwhile
-        self._ensure_refresher()  # so that we hear of it from the center
-        try:
-            await comm.write(msg)
-            sent = True
-            response = await comm.read()
-        except (CommClosedError, OSError) as e:
-            self.pool.discard(comm)
-            raise WorkerUnreachable(address, sent, e) from e
-        except BaseException:
-            self.pool.discard(comm)
-            raise
-        finally:
-            calls.discard(comm)
-            if not calls and self._calls.get(address) is calls:
-                del self._calls[address]
-        self.pool.release(comm)
-        if type(response) is dict:
-            status = response.get("status")
-            if status == "OK":
-                return response.get("result")
-            if status == "error":
-                Failure.from_reply(response).reraise()
-        return response
-
-    def _worker_failed(self, address: str, blame: bool = True) -> None:
-        link = self._links.pop(address, None)
-        if link is not None:
-            link.close()
-        if address in self.state.workers:
-            self._gone[address] = self.loop.time()
-            self._round_trips.pop(address, None)
-            self._capable.discard(address)
-            ws = self.state.workers[address]
-            busy = (ws.processing or ws.has) and not self.closed
-            (logger.warning if busy else logger.info)("lost worker %s", address)
-            self.state.remove_worker(address, blame=blame)
-            self.pool.remove(address)
-            self._refresh_now.set()
-        for comm in self._calls.pop(address, ()):
-            comm.abort()  # a gather or scatter waiting on it fails now, not never
-        self._kick()
-
-    # ------------------------------------------------------------------ workers
-
-    async def refresh_workers(self, retry: bool = True) -> None:
-        """Learn which workers the center knows (new ones join, missing ones are gone).
-
-        Raises :class:`~distributed_client.CenterTimeoutError` after
-        ``center_timeout`` seconds without an answer.
-        """
-        ncores = await self.center_call("ncores", retry=retry)
-        if not isinstance(ncores, dict):
-            raise TypeError(f"center at {self.center_address} answered ncores with {ncores!r:.100}")
-        now = self.loop.time()
-        for address, t in list(self._gone.items()):
-            if address not in ncores or now - t > self.gone_grace:
-                del self._gone[address]
-        for address, n in ncores.items():
-            if address not in self.state.workers and address not in self._gone:
-                logger.debug("worker %s (%s cores)", address, n)
-                self.state.add_worker(address, n or 1)
-                self._probe_soon(address)
-        for address in list(self.state.workers):
-            if address not in ncores:
-                self._worker_failed(address, blame=True)
-        if self.state.workers:
-            self._workers_event.set()
-        else:
-            self._workers_event.clear()
-        self._kick()
-
-    def _probe_soon(self, address: str) -> None:
-        """Ask a new worker which compute fields it understands (in the background)."""
-        if self.loop is None or self.closed:
-            return
-        t = asyncio.ensure_future(self._probe(address))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def _probe(self, address: str) -> None:
-        """``identity`` of a new worker: its ``features`` enable ahead dispatch and replicas.
-
-        Bounded by ``connect_timeout``; a worker that does not answer keeps
-        the old protocol until a compute reply carries a ``duration`` (see
-        `_observe_round_trip`).
-        """
-        try:
-            ident = await asyncio.wait_for(
-                self._worker_call(address, {"op": "identity"}), self.connect_timeout
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            logger.debug("identity of %s: %s", address, e)
-            return
-        features = ident.get("features") if isinstance(ident, dict) else None
-        ws = self.state.workers.get(address)
-        if isinstance(features, list) and "pending" in features and ws is not None:
-            self._capable.add(address)
-            rt = self._round_trips.get(address)
-            ws.ahead = rt is None or (
-                rt.task_time is not None and rt.task_time < self.ahead_max_task_time
-            )
-            self._kick()
-
-    def _busy(self) -> bool:
-        st = self.state
-        return bool(
-            st.unplaced
-            or st.isolated
-            or st.unrunnable
-            or st.processing_count()
-            or self._calls  # a gather from a worker the center may drop meanwhile
-        )
-
-    def _ensure_refresher(self) -> None:
-        t = self._refresh_task
-        if (t is None or t.done()) and not self.closed:
-            self._refresh_task = asyncio.ensure_future(self._refresh_loop())
-
-    async def _refresh_loop(self) -> None:
-        """Keep the worker list fresh while there is work; ends when idle."""
-        failures = 0
-        idle = 0
-        while not self.closed:
-            if failures:
-                interval = min(0.5 * 2**failures, 10)
-            elif not self.state.workers and self._busy():
-                interval = 0.1
-            else:
-                interval = self.refresh_interval
-            try:
-                await asyncio.wait_for(self._refresh_now.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
-            self._refresh_now.clear()
-            if not self._busy():
-                idle += 1
-                if idle >= 2:
-                    return  # restarted by the next piece of work
-                continue
-            idle = 0
-            try:
-                await self.refresh_workers()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                failures += 1
-                log = logger.warning if failures == 1 and not self.closed else logger.info
-                log("could not refresh workers from %s: %s", self.center_address, e)
-
-    async def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
-        """Until the center lists `n` workers; NoWorkersError after `timeout` s."""
-        start = self.loop.time()
-
-        async def _wait():
-            while True:
-                await self.refresh_workers()
-                if len(self.state.workers) >= n:
-                    return
-                await asyncio.sleep(0.05)
-
-        try:
-            await asyncio.wait_for(_wait(), timeout)
-        except CenterTimeoutError:
-            raise  # (a TimeoutError too) the center is silent, not the workers absent
-        except asyncio.TimeoutError:
-            raise NoWorkersError(self.center_address, self.loop.time() - start) from None
-
-    async def center_call(self, op: str, *, retry: bool = True, **kwargs):
-        """Call an op on the center; at most ``center_timeout`` seconds.
-
-        A refused or broken connection is retried (with backoff) until the
-        bound, so a center that restarts or heals within it is not noticed;
-        after it, :class:`~distributed_client.CenterTimeoutError` names the
-        center and the time waited. With ``retry=False`` a connection error
-        is raised at once (the bound still applies to a silent center).
-        """
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + self.center_timeout
-        delay = 0.05
-        last: BaseException | None = None
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                return await asyncio.wait_for(self._center_rpc.call(op, **kwargs), remaining)
-            except (CommClosedError, OSError) as e:  # TimeoutError is an OSError
-                if loop.time() >= deadline:
-                    break  # the bound (or a connect attempt that used it up)
-                if not retry or isinstance(e, HandshakeError):
-                    raise
-                last = e
-            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-            delay = min(delay * 2, 1.0)
-        raise CenterTimeoutError(self.center_address, loop.time() - start, op, last) from last

@@ -73,22 +73,38 @@ class NoWorkersError(TimeoutError):
     which was alive for ``no_workers_timeout`` seconds; ``allowed`` then names
     them.
 
+    Also raised for a task with ``resources={...}`` that no live worker
+    declared (``dworker --resources``) for that long; ``resources`` names them.
+
     Attributes: ``center``, ``waited`` (seconds), ``keys`` (some of the
-    tasks that gave up), ``allowed`` (the workers a restricted task may use).
+    tasks that gave up), ``allowed`` (the workers a restricted task may use),
+    ``resources`` (what such a task needs, ``{}`` otherwise).
 
     .. versionadded:: 0.1.1
     """
 
-    def __init__(self, center, waited: float, keys=(), allowed=()):
+    def __init__(self, center, waited: float, keys=(), allowed=(), resources=None):
         keys = list(keys)
         allowed = list(allowed)
-        super().__init__(center, waited, keys, allowed)
+        resources = dict(resources or {})
+        super().__init__(center, waited, keys, allowed, resources)
         self.center = center
         self.waited = waited
         self.keys = keys
         self.allowed = allowed
+        self.resources = resources
 
     def __str__(self) -> str:
+        if self.resources:
+            need = ",".join(f"{k}={v:g}" for k, v in sorted(self.resources.items()))
+            where = f" on {', '.join(self.allowed)}" if self.allowed else ""
+            return (
+                f"no worker is available for task {self.keys[0] if self.keys else '?'!r}: "
+                f"it needs resources {need}{where}, and no live worker of the center at "
+                f"{self.center} declared that much for {self.waited:.3g}s "
+                f'(no_workers_timeout); start a worker with --resources "{need}", '
+                f"or submit without resources="
+            )
         if self.allowed:
             return (
                 f"no worker is available for task {self.keys[0] if self.keys else '?'!r}: "

@@ -14,6 +14,7 @@ same key names never mix, even from different clients.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from ._args import PickledFunction, prepickle
 from ._graph import External, normalize_graph, pack_results
@@ -24,17 +25,17 @@ __all__ = ["get"]
 
 
 def get(
-    center,
-    dsk,
-    keys,
+    center: Any,
+    dsk: Any,
+    keys: Any,
     *,
-    security=None,
+    security: Any = None,
     asynchronous: bool = False,
-    timeout=None,
+    timeout: float | None = None,
     center_timeout: float | None = None,
     no_workers_timeout: float | None = None,
-    **kwargs,
-):
+    **kwargs: Any,
+) -> Any:
     """Compute `keys` of the graph `dsk` on the cluster; results shaped like `keys`.
 
     `keys` is one key or a (nested) list of keys. Bad graphs (a cycle, a

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Generator
+from typing import Any
 
-from distributed_core import ensure_secret_file, normalize_address
+from distributed_core import ensure_secret_file, normalize_address, parse_resources
 from distributed_core.lifeline import Lifeline
 from distributed_core.testing import free_port
 
@@ -89,7 +91,7 @@ class LocalCluster:
 
     >>> with LocalCluster(n_workers=2, ncores=1) as cluster:  # doctest: +SKIP
     ...     with Pool(cluster.center_address) as pool:
-    ...         print(pool.gather(pool.map(abs, [-1, -2])))
+    ...         print(pool.map(abs, [-1, -2]))
     [1, 2]
 
     Attributes: ``center_address``, ``worker_addresses`` (list, in start
@@ -143,6 +145,9 @@ class LocalCluster:
     worker_args
         more ``dworker`` options for every worker, e.g.
         ``['--memory-pause-fraction', 'False']``.
+    resources
+        what every worker declares (``dworker --resources``): ``{"GPU": 2}``
+        or ``"GPU=2,MEM=8e9"``; `add_worker` takes its own. Added for issue 10.
 
     Every process this cluster starts exits when the process that made it
     dies, even by ``kill -9``: each watches a pipe from it
@@ -165,12 +170,13 @@ class LocalCluster:
         no_workers_timeout: float | None = None,
         center_timeout: float | None = None,
         env: dict | None = None,
-        security=None,
+        security: Any = None,
         asynchronous: bool = False,
         nanny: bool = False,
         memory_limit: str | int | None = None,
         death_timeout: float | None = 60.0,
         worker_args: list[str] | None = None,
+        resources: str | dict | None = None,
     ):
         if n_workers < 0:
             raise ValueError(f"n_workers must be >= 0, got {n_workers}")
@@ -188,6 +194,7 @@ class LocalCluster:
         self.memory_limit = memory_limit
         self.death_timeout = death_timeout
         self.extra_worker_args = [str(a) for a in worker_args or ()]
+        self.resources = _resources_arg(resources)
         self._lifeline = Lifeline()
         self._secret_dir = None
         self._security_args = self._make_security_args(security)
@@ -218,7 +225,7 @@ class LocalCluster:
 
         return await asyncio.get_running_loop().run_in_executor(None, self._start_or_close)
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, LocalCluster]:
         return self._astart().__await__()
 
     # ------------------------------------------------------------------ start
@@ -266,7 +273,8 @@ class LocalCluster:
             *self._security_args,
         ]  # fmt: skip
 
-    def _worker_args(self) -> list[str]:
+    def _worker_args(self, resources: str | None = None) -> list[str]:
+        resources = resources if resources is not None else self.resources
         return [
             sys.executable, "-m", "distributed_worker", self.center_address,
             "--host", self.host, "--port", "0", "--ncores", str(self.ncores),
@@ -275,6 +283,7 @@ class LocalCluster:
             *self._memory_args(),
             *self._security_args,
             *self.extra_worker_args,
+            *(["--resources", resources] if resources else []),
         ]  # fmt: skip
 
     def _memory_args(self) -> list[str]:
@@ -312,8 +321,8 @@ class LocalCluster:
             self._wait_line(w, _REGISTERED_LINE, deadline)
             self.worker_addresses.append(normalize_address(w.find(_WORKER_LINE)))
 
-    def _spawn_worker(self) -> _Proc:
-        return _Proc(self._worker_args(), self._env, self._lifeline)
+    def _spawn_worker(self, resources: str | None = None) -> _Proc:
+        return _Proc(self._worker_args(resources), self._env, self._lifeline)
 
     def _wait_line(self, proc: _Proc, prefix: str, deadline: float, fail_ok: bool = False):
         delay = 0.002
@@ -346,9 +355,12 @@ class LocalCluster:
     def worker_processes(self) -> list[subprocess.Popen]:
         return [w.popen for w in self._workers]
 
-    def add_worker(self) -> str:
-        """Start one more worker; returns its address once it is registered."""
-        proc = self._spawn_worker()
+    def add_worker(self, resources: str | dict | None = None) -> str:
+        """Start one more worker; returns its address once it is registered.
+
+        `resources` (issue 10): what this one declares instead of the cluster's.
+        """
+        proc = self._spawn_worker(_resources_arg(resources))
         self._workers.append(proc)
         self._wait_line(proc, _REGISTERED_LINE, time.monotonic() + self.timeout)
         address = normalize_address(proc.find(_WORKER_LINE))
@@ -395,13 +407,13 @@ class LocalCluster:
     def __enter__(self) -> LocalCluster:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     async def __aenter__(self) -> LocalCluster:
         return await self._astart()
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         import asyncio
 
         await asyncio.get_running_loop().run_in_executor(None, self.close)
@@ -413,8 +425,21 @@ class LocalCluster:
             except Exception:
                 pass
 
+    def _repr_html_(self) -> str:
+        from ._html import cluster_html
+
+        return cluster_html(self)
+
     def __repr__(self) -> str:
         return (
             f"<LocalCluster {self.center_address or '-'} workers={len(self.worker_addresses)} "
             f"ncores={self.ncores} {self.status}>"
         )
+
+
+def _resources_arg(resources) -> str | None:
+    """``--resources`` text for `resources` (checked here, so errors name the caller's value)."""
+    parsed = parse_resources(resources)
+    if not parsed:
+        return None
+    return ",".join(f"{name}={amount!r}" for name, amount in parsed.items())

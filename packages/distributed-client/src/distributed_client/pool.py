@@ -1,97 +1,74 @@
-"""``Pool``: a ``multiprocessing.Pool`` look-alike whose results stay on the cluster."""
+"""``Pool``: ``multiprocessing.Pool`` on a cluster (values back, or RemoteData kept remote)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ._args import prepickle, replace_remote
 from ._client import ClientBase
-from ._session import Session
+from ._pool_results import AsyncResult, IMapIterator, PoolTimeoutError
 from ._tokenize import funcname
 from .remote import RemoteData, gather_keys, scatter_with
 
-__all__ = ["Pool", "AsyncResult"]
+__all__ = ["Pool", "AsyncResult", "IMapIterator", "PoolTimeoutError"]
+
+logger = logging.getLogger("distributed_client")
 
 
-class AsyncResult:
-    """The result of :meth:`Pool.apply_async`: a RemoteData once the task is done.
+def _make_chunk_runner():
+    # Defined in a function so that cloudpickle ships it by value: workers
+    # need nothing of this package to run a chunk.
+    def run_chunk(func, star, items):
+        if star:
+            return [func(*args) for args in items]
+        return [func(x) for x in items]
 
-    ``get(timeout)`` returns the :class:`RemoteData` (call ``.get()`` on it, or
-    ``pool.gather``, for the value) and raises the remote exception if the
-    function raised; ``wait(timeout)`` waits; ``ready()`` and
-    ``successful()`` as in :mod:`multiprocessing`.
-    """
+    return run_chunk
 
-    def __init__(self, pool: Pool, remote: RemoteData):
-        self._pool = pool
-        self._remote = remote
-        self.key = remote.key
 
-    def __repr__(self) -> str:
-        return f"<AsyncResult key={self.key!r} ready={self.ready()}>"
+_run_chunk = _make_chunk_runner()
 
-    @property
-    def _session(self) -> Session:
-        return self._remote._session
 
-    async def _get(self):
-        await self._session.wait([self.key])
-        exc = self._session.error_of(self.key)
-        if exc is not None:
-            raise exc
-        return self._remote
-
-    async def _wait(self):
-        await self._session.wait([self.key])
-
-    def get(self, timeout: float | None = None) -> RemoteData:
-        """The RemoteData of the result; raises ``TimeoutError`` after `timeout` seconds."""
-        return self._pool._sync(self._get, timeout=timeout)
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until the task finished (or `timeout` seconds passed)."""
-        if self._pool.asynchronous:
-            return self._pool._sync(self._wait_quiet, timeout)
-        try:
-            self._pool._sync(self._wait, timeout=timeout)
-        except TimeoutError:
-            pass
-        return None
-
-    async def _wait_quiet(self, timeout):
-        try:
-            await asyncio.wait_for(self._wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-
-    def ready(self) -> bool:
-        return self._session.state.state_of(self.key) in ("memory", "erred", None)
-
-    def successful(self) -> bool:
-        """Whether the task finished without error; ``ValueError`` if not ready yet."""
-        if not self.ready():
-            raise ValueError(f"{self!r} not ready")
-        return self._session.state.state_of(self.key) == "memory"
+def _chunksize(chunksize) -> int:
+    if chunksize is None:
+        return 1
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"chunksize must be a positive int (or None), got {chunksize!r}")
+    return chunksize
 
 
 class Pool(ClientBase):
     """Run functions on a cluster with the interface of ``multiprocessing.Pool``.
 
-    Results stay on the workers as :class:`RemoteData` until gathered, and
-    RemoteData arguments are used where they are (data locality)::
+    ``map``, ``starmap``, ``apply``, ``imap``, ``imap_unordered`` and the
+    ``get()`` of ``map_async``/``starmap_async``/``apply_async`` give
+    *values*, as :mod:`multiprocessing` does, and raise the remote exception
+    (type and traceback) if the function raised::
 
         with Pool("127.0.0.1:8787") as pool:
-            A = pool.map(lambda x: x**2, range(10))
-            B = pool.map(lambda x: -x, A)
-            assert pool.apply(sum, [B]).get() == -285
+            assert pool.map(abs, [-1, -2]) == [1, 2]
+            assert pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
+
+    With ``remote=True`` (``map``, ``starmap``, ``apply`` and their async
+    forms) results stay on the workers as :class:`RemoteData` until
+    gathered, and RemoteData arguments are used where they are (data
+    locality)::
+
+            A = pool.map(lambda x: x**2, range(10), remote=True)
+            B = pool.map(lambda x: -x, A, remote=True)
+            assert pool.apply(sum, [B]) == -285
             assert pool.gather(A) == [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
 
-    ``map`` and ``apply`` block until the results are computed and raise the
-    remote exception (type and traceback) if the function raised.
-    ``asynchronous=True`` gives awaitable methods (``async with Pool(...)``).
-    Closing the pool deletes the data it computed or scattered.
+    ``chunksize`` sends that many items per task (one result list per task
+    on the worker); None means 1 item per task, which balances best on a
+    cluster. Values are gathered once, then the data is released on the
+    cluster. ``asynchronous=True`` gives awaitable methods (``async with
+    Pool(...)``; ``async for`` over ``await pool.imap(...)``). Closing the
+    pool deletes the data it computed or scattered.
 
     No wait is forever: ``center_timeout`` (10 s) bounds every call that
     needs the center (:class:`~distributed_client.CenterTimeoutError`),
@@ -104,9 +81,15 @@ class Pool(ClientBase):
 
     .. versionchanged:: 0.1.1
        ``center_timeout`` and ``no_workers_timeout``.
+
+    .. versionchanged:: 0.2.0
+       ``map``/``apply`` return values like ``multiprocessing`` (was:
+       RemoteData, now ``remote=True``); ``starmap``, ``imap``,
+       ``imap_unordered``, ``starmap_async``; ``chunksize`` is honoured;
+       ``map_async`` returns one :class:`AsyncResult`.
     """
 
-    def __init__(self, center, **kwargs):
+    def __init__(self, center: Any = None, **kwargs: Any) -> None:
         super().__init__(center, **kwargs)
         self._accepting = True
         self._outstanding: set = set()
@@ -114,12 +97,12 @@ class Pool(ClientBase):
 
     # ------------------------------------------------------------------ submitting (on the loop)
 
-    async def _submit(self, function, arglists: list, kwargs: dict | None = None) -> list:
+    async def _submit(self, function, arglists: list, kwargs: dict | None = None, name=None):
         if not self._accepting:
             raise ValueError("Pool not running (it was closed)")
         session = self.session
         session._check_open()
-        prefix = f"{funcname(function.function)}-{uuid.uuid4().hex}"
+        prefix = f"{name or funcname(function.function)}-{uuid.uuid4().hex}"
         found: dict = {}
         tasks = {}
         keys = []
@@ -159,81 +142,220 @@ class Pool(ClientBase):
         if not self._outstanding and self._idle is not None:
             self._idle.set()
 
-    async def _map(self, function, iterable):
-        function = prepickle(function)
-        results = await self._submit(function, [(x,) for x in iterable])
-        await self._raise_first_error(results)
-        return results
+    def _background(self, coro) -> None:
+        """Run `coro` on the loop (result callbacks, imap's gathering); ``join`` waits for it."""
+        token = object()
+        self._track([])
+        self._outstanding.add(token)
+        task = asyncio.ensure_future(coro)
 
-    async def _raise_first_error(self, results: list) -> None:
-        session = self.session
-        await session.wait([r.key for r in results])
-        for r in results:
-            exc = session.error_of(r.key)
-            if exc is not None:
-                raise exc
+        def finished(t):
+            if not t.cancelled() and t.exception() is not None:
+                logger.error("a Pool result callback failed", exc_info=t.exception())  # user code
+            self._finished(token)
 
-    async def _apply_async(self, function, args, kwds, callback, error_callback):
-        function = prepickle(function)
-        [remote] = await self._submit(function, [tuple(args)], dict(kwds) if kwds else None)
-        result = AsyncResult(self, remote)
-        if callback is not None or error_callback is not None:
+        task.add_done_callback(finished)
 
-            def done(key):
-                exc = self.session.error_of(key)
-                if exc is None:
-                    if callback is not None:
-                        callback(remote)
-                elif error_callback is not None:
-                    error_callback(exc)
+    async def _submit_items(self, func, arglists, star, chunksize, kwds=None, remote=False):
+        """Submit; ``(remotes, chunked)``: one task per item, or per `chunksize` items."""
+        size = _chunksize(chunksize)
+        if remote and size > 1:
+            raise ValueError(
+                "remote=True keeps one RemoteData per item, so it needs one task per item: "
+                f"leave chunksize at None or 1 (got {chunksize!r})"
+            )
+        function = prepickle(func)
+        if size == 1:
+            if star:
+                arglists = [tuple(a) for a in arglists]
+            else:
+                arglists = [(x,) for x in arglists]
+            return await self._submit(function, arglists, kwds), False
+        chunks = [arglists[i : i + size] for i in range(0, len(arglists), size)]
+        if star:
+            chunks = [[tuple(a) for a in c] for c in chunks]
+        runner = prepickle(_run_chunk)
+        name = funcname(func)
+        return await self._submit(runner, [(function, star, c) for c in chunks], None, name), True
 
-            self.session.watch(remote.key, done)
+    async def _map_async(self, func, items, star, chunksize, callback, error_callback, remote):
+        remotes, chunked = await self._submit_items(func, items, star, chunksize, remote=remote)
+        result = AsyncResult(self, remotes, chunked=chunked, remote=remote)
+        result._watch()
+        result._on_complete(callback, error_callback)
         return result
 
-    async def _apply(self, function, args, kwds):
-        result = await self._apply_async(function, args, kwds, None, None)
+    async def _map(self, func, items, star, chunksize, remote):
+        result = await self._map_async(func, items, star, chunksize, None, None, remote)
         return await result._get()
+
+    async def _apply_async(self, function, args, kwds, callback, error_callback, remote=False):
+        remotes, _ = await self._submit_items(
+            function, [tuple(args)], True, None, dict(kwds) if kwds else None
+        )
+        result = AsyncResult(self, remotes, single=True, remote=remote)
+        result._watch()
+        result._on_complete(callback, error_callback)
+        return result
+
+    async def _apply(self, function, args, kwds, remote):
+        result = await self._apply_async(function, args, kwds, None, None, remote)
+        return await result._get()
+
+    async def _imap(self, func, items, chunksize, ordered):
+        remotes, chunked = await self._submit_items(func, items, False, chunksize)
+        it = IMapIterator(self, remotes, chunked=chunked, ordered=ordered)
+        it._watch()
+        return it
 
     # ------------------------------------------------------------------ public
 
-    def map(self, func, iterable: Iterable, chunksize=None):
-        """Apply `func` to each element; a list of RemoteData once all are computed.
+    def map(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        *,
+        remote: bool = False,
+    ) -> list:
+        """``[func(x) for x in iterable]``, computed on the cluster.
 
-        Elements that are RemoteData are passed as their value, computed on
-        the worker that holds them. ``chunksize`` is accepted for
-        compatibility and ignored.
+        Blocks until every result is computed and returns the values; raises
+        the first failed task's exception. `chunksize` items go in each task
+        (None: 1). Elements that are RemoteData are passed as their value,
+        computed on the worker that holds them. ``remote=True`` returns a
+        list of :class:`RemoteData` instead (the results stay on the
+        workers; one task per item).
+
+        .. versionchanged:: 0.2.0
+           Returns values (was: RemoteData, now ``remote=True``);
+           ``chunksize`` is honoured.
         """
-        return self._sync(self._map, func, list(iterable))
+        return self._sync(self._map, func, list(iterable), False, chunksize, remote)
 
-    def map_async(self, func, iterable: Iterable, chunksize=None):
-        """Like :meth:`map` but returns at once: a list of :class:`AsyncResult`."""
-        return self._sync(self._map_async, func, list(iterable))
+    def starmap(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        *,
+        remote: bool = False,
+    ) -> list:
+        """``[func(*args) for args in iterable]``; otherwise like :meth:`map`.
 
-    async def _map_async(self, func, iterable):
-        function = prepickle(func)
-        results = await self._submit(function, [(x,) for x in iterable])
-        return [AsyncResult(self, r) for r in results]
+        .. versionadded:: 0.2.0
+        """
+        return self._sync(self._map, func, list(iterable), True, chunksize, remote)
 
-    def apply(self, func, args=(), kwds=None):
-        """Run ``func(*args, **kwds)`` on the cluster; its RemoteData once computed."""
-        return self._sync(self._apply, func, args, kwds)
+    def map_async(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+        *,
+        remote: bool = False,
+    ) -> AsyncResult:
+        """Like :meth:`map` but returns at once: one :class:`AsyncResult`.
 
-    def apply_async(self, func, args=(), kwds=None, callback=None, error_callback=None):
+        `callback(list_of_values)` or `error_callback(exception)` run in the
+        client's event loop thread when it is done (keep them short).
+
+        .. versionchanged:: 0.2.0
+           One AsyncResult for the whole map (was: a list of them);
+           callbacks; ``chunksize``.
+        """
+        return self._sync(
+            self._map_async, func, list(iterable), False, chunksize,
+            callback, error_callback, remote,
+        )  # fmt: skip
+
+    def starmap_async(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+        *,
+        remote: bool = False,
+    ) -> AsyncResult:
+        """Like :meth:`starmap` but returns at once: one :class:`AsyncResult`.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._sync(
+            self._map_async, func, list(iterable), True, chunksize,
+            callback, error_callback, remote,
+        )  # fmt: skip
+
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
+        """An iterator of ``func(x)`` in order, each as soon as it and those before it are done.
+
+        Every task is submitted at once; results are gathered in batches of
+        those finished and released on the cluster as they are consumed.
+        A failed task raises its exception at its place; ``next(timeout)``
+        raises ``PoolTimeoutError``. In an asynchronous pool:
+        ``async for x in await pool.imap(...)``.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._sync(self._imap, func, list(iterable), chunksize, True)
+
+    def imap_unordered(
+        self, func: Callable, iterable: Iterable, chunksize: int = 1
+    ) -> IMapIterator:
+        """Like :meth:`imap`, but results come in the order they finish.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._sync(self._imap, func, list(iterable), chunksize, False)
+
+    def apply(
+        self,
+        func: Callable,
+        args: Iterable = (),
+        kwds: dict | None = None,
+        *,
+        remote: bool = False,
+    ) -> Any:
+        """``func(*args, **kwds)`` on the cluster: its value (its RemoteData with ``remote=True``).
+
+        .. versionchanged:: 0.2.0
+           Returns the value (was: the RemoteData, now ``remote=True``).
+        """
+        return self._sync(self._apply, func, args, kwds, remote)
+
+    def apply_async(
+        self,
+        func: Callable,
+        args: Iterable = (),
+        kwds: dict | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+        *,
+        remote: bool = False,
+    ) -> AsyncResult:
         """Start ``func(*args, **kwds)``; returns an :class:`AsyncResult` at once.
 
-        `callback(remote_data)` or `error_callback(exception)` run (in the
+        `callback(value)` or `error_callback(exception)` run (in the
         client's event loop thread) when it finishes.
-        """
-        return self._sync(self._apply_async, func, args, kwds, callback, error_callback)
 
-    def scatter(self, data, key: str | None = None, replicas: int = 1):
+        .. versionchanged:: 0.2.0
+           ``get()`` and `callback` get the value (was: the RemoteData, now
+           ``remote=True``).
+        """
+        return self._sync(self._apply_async, func, args, kwds, callback, error_callback, remote)
+
+    def scatter(self, data: Any, key: str | None = None, replicas: int = 1) -> Any:
         """Put local data on the workers: a list of RemoteData (or dict for a dict)."""
         return self._sync(self._scatter, data, key, replicas)
 
     async def _scatter(self, data, key, replicas):
         return await scatter_with(self.session, data, key, replicas)
 
-    def gather(self, remote_data):
+    def gather(self, remote_data: Any) -> Any:
         """Values of a list of RemoteData (or keys); a dict gives a dict."""
         return self._sync(self._gather, remote_data)
 
@@ -247,24 +369,53 @@ class Pool(ClientBase):
         items = list(remote_data)
         keys = [r.key if isinstance(r, RemoteData) else r for r in items]
         refs = {r.key: r for r in items if isinstance(r, RemoteData)}
-        data = await gather_keys(self.session, keys, refs)
+        try:
+            data = await gather_keys(self.session, keys, refs)
+        except KeyError as e:
+            if refs:
+                raise
+            raise KeyError(
+                f"{e.args[0] if e.args else e} (Pool.map/apply return values since issue 10, "
+                "so there is nothing to gather: use their result directly, or pass "
+                "remote=True to get RemoteData)"
+            ) from None
         return [data[k] for k in keys]
 
-    def close(self):
+    def close(self) -> Any:
         """Accept no more work (results already submitted still complete)."""
         self._accepting = False
 
-    def join(self):
-        """Wait for everything submitted to finish; call :meth:`close` first."""
+    def join(self) -> Any:
+        """Wait for everything submitted to finish, then disconnect and delete
+        the pool's data on the cluster (gather results first); call
+        :meth:`close` first.
+
+        .. versionchanged:: 0.2.0
+           Disconnects and deletes the pool's data (it only waited before).
+        """
         if self._accepting:
             raise ValueError("Pool is still running: call close() before join()")
-        return self._sync(self._join)
+        if self.asynchronous:
+            return self._join_and_close()
+        if self.session is None or self.session.closed:
+            return None
+        try:
+            self._sync(self._join)
+        finally:
+            ClientBase.close(self)
+        return None
+
+    async def _join_and_close(self):
+        try:
+            await self._join()
+        finally:
+            await self._aclose()
 
     async def _join(self):
         if self._outstanding and self._idle is not None:
             await self._idle.wait()
 
-    def terminate(self):
+    def terminate(self) -> Any:
         """Stop outstanding work and disconnect; the pool's data is deleted."""
         self._accepting = False
         if self.session is not None and not self.session.closed:
@@ -273,7 +424,7 @@ class Pool(ClientBase):
                 self._call_in_loop(self.session.cancel, keys)
         return ClientBase.close(self)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._accepting = False
         try:
             if exc[0] is None and self.session is not None and not self.session.closed:
@@ -281,7 +432,7 @@ class Pool(ClientBase):
         finally:
             ClientBase.close(self)
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self._accepting = False
         try:
             if exc[0] is None:

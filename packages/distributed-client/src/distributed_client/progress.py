@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["progress"]
 
 
-def progress(futures: Iterable, *, desc: str | None = None, **tqdm_kwargs):
+def progress(futures: Iterable, *, desc: str | None = None, **tqdm_kwargs: Any) -> None:
     """Show a progress bar until every future is done; returns the futures.
 
     Works with Futures of a blocking Executor; with an asynchronous one,

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
 
 from distributed_core import normalize_address
 
@@ -37,7 +38,7 @@ class RemoteData:
 
     __slots__ = ("key", "center", "_session", "__weakref__")
 
-    def __init__(self, key: Hashable, center, *, _session: Session | None = None):
+    def __init__(self, key: Hashable, center: Any, *, _session: Session | None = None) -> None:
         self.key = key
         self.center = normalize_address(center)
         self._session = _session
@@ -70,18 +71,17 @@ class RemoteData:
         s = self._session
         if s is None or s.closed:
             return "unknown"
-        st = s.state.state_of(self.key)
+        st, exc = s.status_of(self.key)
         if st is None:
             return "unknown"
         if st == "erred":
-            exc = s.state.tasks[self.key].exception
             if type(exc).__name__ == "CancelledError":
                 return "cancelled"
             if type(exc).__name__ == "LostDataError":
                 return "lost"
         return _STATUS.get(st, st)
 
-    def get(self, timeout: float | None = None):
+    def get(self, timeout: float | None = None) -> Any:
         """The value (blocking), or an awaitable of it in an asynchronous context.
 
         Raises the remote exception (with the remote traceback as its cause) if
@@ -170,18 +170,18 @@ def _run(coro_fn, *args, asynchronous: bool, timeout=None, **kwargs):
 
 
 def scatter(
-    center,
-    data,
+    center: Any,
+    data: Any,
     key: str | None = None,
     *,
     replicas: int = 1,
     workers: Iterable[str] | None = None,
-    security=None,
+    security: Any = None,
     asynchronous: bool = False,
     timeout: float | None = None,
     center_timeout: float | None = None,
     no_workers_timeout: float | None = None,
-):
+) -> Any:
     """Put `data` on the cluster's workers; returns RemoteData.
 
     `data` is a list (or any iterable) of values, giving a list of RemoteData,
@@ -235,15 +235,15 @@ async def scatter_with(session: Session, data, key=None, replicas=1, workers=Non
 
 
 def gather(
-    center,
-    remote_data_or_keys,
+    center: Any,
+    remote_data_or_keys: Any,
     *,
-    security=None,
+    security: Any = None,
     asynchronous: bool = False,
     timeout: float | None = None,
     center_timeout: float | None = None,
     no_workers_timeout: float | None = None,
-):
+) -> Any:
     """Bring values here: a list of RemoteData or keys (or a dict of them) -> values.
 
     Raises ``KeyError`` naming keys that no worker holds, and the remote
@@ -322,14 +322,14 @@ async def gather_keys(session: Session, keys: list, refs=None) -> dict:
 
 
 def delete(
-    center,
-    keys,
+    center: Any,
+    keys: Any,
     *,
-    security=None,
+    security: Any = None,
     asynchronous: bool = False,
-    timeout=None,
+    timeout: float | None = None,
     center_timeout: float | None = None,
-):
+) -> Any:
     """Delete data on the cluster: a list of keys or RemoteData.
 
     Waits at most `center_timeout` seconds for the center (then
@@ -349,13 +349,13 @@ async def _delete(center, keys, conn, session=None):
 
 
 def clear(
-    center,
+    center: Any,
     *,
-    security=None,
+    security: Any = None,
     asynchronous: bool = False,
-    timeout=None,
+    timeout: float | None = None,
     center_timeout: float | None = None,
-):
+) -> Any:
     """Delete every key held by every worker of the cluster.
 
     Waits at most `center_timeout` seconds for the center (then

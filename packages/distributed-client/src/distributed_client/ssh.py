@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from distributed_core import LoopRunner, ensure_secret_file
 
@@ -167,22 +170,22 @@ class SSHCluster:
 
     def __init__(
         self,
-        hosts,
+        hosts: Iterable[str],
         *,
         python: str = "python3",
         center_port: int = 8787,
-        center_options=(),
-        worker_options=(),
+        center_options: Iterable[str] = (),
+        worker_options: Iterable[str] = (),
         username: str | None = None,
         port: int = 22,
-        client_keys=(),
-        known_hosts=(),
-        secret_file=None,
+        client_keys: Any = (),
+        known_hosts: Any = (),
+        secret_file: str | os.PathLike | None = None,
         connect_timeout: float = 10.0,
         start_timeout: float = 60.0,
         stop_timeout: float = 10.0,
-        log=None,
-    ):
+        log: Callable[[str], Any] | None = None,
+    ) -> None:
         hosts = list(hosts)
         if len(hosts) < 2:
             raise ValueError("SSHCluster needs at least 2 hosts: a center and a worker")
@@ -349,7 +352,7 @@ class SSHCluster:
     def __enter__(self) -> SSHCluster:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -28,6 +28,7 @@ from .errors import (
 from .failure import Failure
 from .netinfo import default_ip
 from .protocol import Decoder, Limits
+from .resources import parse_resources
 from .rpc import ConnectionPool, rpc
 from .security import Security, default_secret_file, ensure_secret_file
 from .serialize import dumps, loads
@@ -68,6 +69,7 @@ __all__ = [
     "loads",
     "normalize_address",
     "parse_address",
+    "parse_resources",
     "read",
     "rpc",
     "sync",

@@ -357,7 +357,9 @@ class Comm:
 
     # -- handshake ----------------------------------------------------------
 
-    async def handshake(self, role: str, security: Security | None, name=None) -> None:
+    async def handshake(
+        self, role: str, security: Security | None, name=None, client: str | None = None
+    ) -> None:
         """Exchange hellos (and secret proofs); raise HandshakeError on failure.
 
         Both sides send first and then read, so a version or authentication
@@ -367,8 +369,15 @@ class Comm:
         ``security=None`` means :meth:`Security.default` (the default secret
         file, read now).
 
+        ``client`` (a client's id, optional) goes in the hello as ``"client"``:
+        the peer reads it from ``peer_info`` to know whose data a request
+        makes. Peers that do not know the field ignore it.
+
         .. versionchanged:: 0.2.0
            ``None`` uses the default secret file when it exists.
+
+        .. versionadded:: 0.2.0
+           ``client``.
         """
         if security is None:
             try:
@@ -387,6 +396,8 @@ class Comm:
             "auth": security.secret is not None,
             "nonce": nonce,
         }
+        if client is not None:
+            hello["client"] = client
         small = Limits.handshake()
         # A connector whose secret is only the default file's (Security.default)
         # reads the listener's hello first (listeners send theirs at once) and
@@ -610,6 +621,7 @@ async def connect(
     limits: Limits | None = None,
     *,
     timeouts: Timeouts | None = None,
+    client: str | None = None,
 ) -> Comm:
     """Open a connection to ``address`` and perform the handshake.
 
@@ -628,6 +640,9 @@ async def connect(
     .. versionchanged:: 0.2.0
        ``timeouts``; ``timeout`` defaults to ``timeouts.connect_timeout``
        (5 s) instead of 10 s; TCP keepalive and ``TCP_USER_TIMEOUT`` are set.
+
+    .. versionadded:: 0.2.0
+       ``client``: a client's id, sent in the hello (see :meth:`Comm.handshake`).
     """
     address = normalize_address(address)
     scheme, host, port = parse_address(address)
@@ -685,7 +700,9 @@ async def connect(
     comm = Comm(stream, local, address, limits)
     hello_timeout = max(deadline - time.monotonic(), 1)
     try:
-        await asyncio.wait_for(comm.handshake("connector", security, name), timeout=hello_timeout)
+        await asyncio.wait_for(
+            comm.handshake("connector", security, name, client), timeout=hello_timeout
+        )
     except asyncio.TimeoutError:
         comm.abort()
         raise CommClosedError(

@@ -172,6 +172,8 @@ _TIMEOUT_HELP = {
     "fetch_timeout": "Seconds of silence after which a peer fetch fails.",
     "center_timeout": "Seconds a client call waits for the center.",
     "no_workers_timeout": "Seconds a task waits for a live worker.",
+    "client_timeout": "Seconds without a heartbeat after which the center releases "
+    "a client's data.",
     "allowed_failures": "Deaths of a task's worker before the task raises KilledWorker.",
     "tcp_keepalive_idle": "Seconds of silence before TCP keepalive probes start.",
     "tcp_keepalive_interval": "Seconds between TCP keepalive probes.",
@@ -229,6 +231,23 @@ SCHEMA: dict[str, Setting] = {
             minimum=1,
             min_closed=True,
             optional=True,
+        ),
+        Setting(
+            "worker.resources",
+            "str",
+            None,
+            'Abstract resources a worker declares, e.g. "GPU=2,MEM=8e9" (tasks asking for '
+            "resources run only where they are free).",
+            optional=True,
+        ),
+        Setting(
+            "center.max_upload_bytes",
+            "int",
+            64 * 2**20,
+            "Total bytes of files (Executor.upload_file) the center keeps to give to workers "
+            "that join later.",
+            minimum=0,
+            min_closed=True,
         ),
         Setting("dashboard.enabled", "bool", True, "Serve the dashboard from the center."),
         Setting(
@@ -304,6 +323,14 @@ SCHEMA: dict[str, Setting] = {
             "bool",
             False,
             "Refuse TLS peers without a certificate signed by tls_ca_file.",
+        ),
+        Setting(
+            "client.address",
+            "str",
+            None,
+            "Center address an Executor or Pool connects to when given none "
+            "(default: none, then they start a LocalCluster of their own).",
+            optional=True,
         ),
         Setting(
             "limits.max_frames",

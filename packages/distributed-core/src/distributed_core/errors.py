@@ -131,5 +131,5 @@ class WorkerPausedError(Exception):
     memory drops. Clients send the data to another worker or wait with
     backoff; an older client sees this error instead of silently losing data.
 
-    .. versionadded:: issue 9
+    .. versionadded:: 0.2.0
     """

@@ -40,6 +40,9 @@ class ConnectionPool:
     ``connect_timeout`` and the TCP keepalive / ``TCP_USER_TIMEOUT`` settings
     of every connection it opens.
 
+    ``client`` (a client's id) is sent in the hello of every connection it
+    opens, so workers know whose data a request makes (issue 10).
+
     .. versionchanged:: 0.2.0
        ``timeouts``; ``connect_timeout`` defaults to
        ``timeouts.connect_timeout`` (5 s) instead of 10 s.
@@ -54,6 +57,7 @@ class ConnectionPool:
         limits: Limits | None = None,
         *,
         timeouts: Timeouts | None = None,
+        client: str | None = None,
     ):
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
@@ -64,6 +68,8 @@ class ConnectionPool:
             self.timeouts.connect_timeout if connect_timeout is None else connect_timeout
         )
         self.name = name
+        #: a client's id, sent in the hello of every connection (issue 10)
+        self.client = client
         self.limits = limits
         self._idle: dict[str, deque[Comm]] = defaultdict(deque)
         self._active: set[Comm] = set()
@@ -130,6 +136,7 @@ class ConnectionPool:
                 name=self.name,
                 limits=self.limits,
                 timeouts=self.timeouts,
+                client=self.client,
             )
         finally:
             self._connecting -= 1

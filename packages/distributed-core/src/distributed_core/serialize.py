@@ -65,16 +65,36 @@ def _packb(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True, strict_types=True)
 
 
+def _by_reference_ok(result: bytes) -> bool:
+    """Whether a plain pickle names no module that must go by value.
+
+    That is ``__main__`` and the modules registered with
+    ``cloudpickle.register_pickle_by_value`` (and their submodules): a
+    worker may not be able to import them. A substring test, like the one
+    for ``__main__``: a false match only costs a cloudpickle.
+    """
+    if b"__main__" in result:
+        return False
+    registered = cloudpickle.list_registry_pickle_by_value()
+    return not registered or not any(name.encode() in result for name in registered)
+
+
 def pickle_dumps(obj, buffer_callback=None) -> bytes:
     """Pickle with protocol 5: plain pickle when it works, cloudpickle otherwise.
 
     Objects defined in ``__main__`` (or lambdas, closures) cannot be pickled
-    by reference, so they go through cloudpickle, which pickles them by value.
+    by reference, so they go through cloudpickle, which pickles them by value;
+    so do objects that refer to a module registered with
+    ``cloudpickle.register_pickle_by_value`` (functions or data, e.g. an
+    instance of a class defined there), following cloudpickle's rules.
+
+    .. versionchanged:: 0.2.0
+       Modules registered with ``register_pickle_by_value`` go by value.
     """
     buffers = []
     try:
         result = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        if b"__main__" not in result:
+        if _by_reference_ok(result):
             if buffer_callback is not None:
                 for b in buffers:
                     buffer_callback(b)

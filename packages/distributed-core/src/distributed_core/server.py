@@ -331,6 +331,12 @@ class Server:
                     await self._reply(comm, error_reply(e))
                 except CommClosedError:
                     comm.abort()
+            # Drop this request before waiting for the next one: an idle
+            # connection would otherwise keep its last message alive (issue 10:
+            # a worker's confirming add_keys of a whole scatter, so a scattered
+            # key cost the center twice a computed one; on a worker, the last
+            # update_data's values outlived their deletion).
+            msg = result = response = None
 
     async def _reply(self, comm: Comm, response) -> None:
         if comm.pickle_refusal is not None and "exception" in response:

@@ -49,6 +49,11 @@ class Timeouts:
     no_workers_timeout
         A task waits this long for a live worker, then fails with an error
         saying no worker is available.
+    client_timeout
+        The center releases the data of a client from which no heartbeat
+        arrived for this long (a client killed without closing, or whose
+        host vanished): every key only that client asked for is deleted on
+        the workers. A client heartbeats every sixth of it.
     allowed_failures
         (count) A task whose worker died while running it this many times
         raises ``KilledWorker`` instead of being retried again.
@@ -68,6 +73,7 @@ class Timeouts:
     fetch_timeout: float = 10.0
     center_timeout: float = 10.0
     no_workers_timeout: float = 30.0
+    client_timeout: float = 30.0
     allowed_failures: int = 3
     tcp_keepalive_idle: float = 5.0
     tcp_keepalive_interval: float = 1.0

@@ -37,6 +37,7 @@ from distributed_core import (
     logs,
     normalize_address,
     parse_address,
+    parse_resources,
     unparse_address,
 )
 from distributed_core.lifeline import watch_parent
@@ -91,6 +92,12 @@ class StartupError(Exception):
     help="Threads running computations [default: number of CPUs].",
 )
 @click.option("--name", default=None, help="A name for this worker, shown by the center.")
+@click.option(
+    "--resources",
+    default=_cfg("worker.resources"),
+    help='Abstract resources this worker offers, e.g. "GPU=2,MEM=8e9"; tasks that ask for '
+    "resources run only where they are free [default: none, config worker.resources].",
+)
 @click.option(
     "--heartbeat-interval",
     default=None,
@@ -221,7 +228,7 @@ class StartupError(Exception):
     help="Show the distribution, version, protocol and location, and exit.",
 )
 def main(
-    center_address, host, contact_address, port, ncores, name, heartbeat_interval,
+    center_address, host, contact_address, port, ncores, name, resources, heartbeat_interval,
     heartbeat_timeout, connect_timeout, fetch_timeout, secret_file, tls_cert, tls_key, tls_ca_file, log_level,
     log_format, insecure,
     **memory_options,
@@ -239,6 +246,10 @@ def main(
             except (TypeError, ValueError) as e:
                 raise ValueError(f"bad --contact-address: {e}") from None
         security = _security(secret_file, tls_cert, tls_key, tls_ca_file, insecure, host)
+        try:
+            resources = parse_resources(resources)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad --resources: {e}") from None
     except (TypeError, ValueError, OSError) as e:
         _fail(str(e))
     memory = _memory_options(memory_options, port)
@@ -254,6 +265,7 @@ def main(
                 port=port,
                 ncores=ncores,
                 name=name,
+                resources=resources,
                 heartbeat_interval=heartbeat_interval,
                 heartbeat_timeout=heartbeat_timeout,
                 contact_address=contact_address,

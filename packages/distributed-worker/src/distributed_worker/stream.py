@@ -62,6 +62,11 @@ class NotACenterError(RegistrationError):
     """The address given as the Center's is a worker's (its ``identity`` says so)."""
 
 
+#: ``register`` fields sent only to a Center whose ``identity`` lists them
+#: under ``features`` (issue 10: ``resources``)
+OPTIONAL_REGISTER_FIELDS = ("resources",)
+
+
 def silence_timeout(reply: dict, heartbeat_timeout: float | None) -> float | None:
     """How long the stream may stay silent before the Center counts as gone.
 
@@ -128,6 +133,7 @@ class CenterStream:
         info: Callable[[], dict],
         snapshot: Callable[[], tuple[list, dict]],
         metrics: Callable[[], dict] = dict,
+        on_registered: Callable[[dict], None] | None = None,
         security=None,
         heartbeat_interval: float | None = None,
         heartbeat_timeout: float | None = DEFAULTS.heartbeat_timeout,
@@ -140,6 +146,9 @@ class CenterStream:
         self._info = info
         self._snapshot = snapshot
         self._metrics = metrics
+        self._on_registered = on_registered
+        #: what the Center's ``identity`` listed under ``features`` (issue 10)
+        self.center_features: frozenset = frozenset()
         self.security = security
         self.requested_heartbeat_interval = heartbeat_interval
         self.heartbeat_interval = heartbeat_interval or 1.0
@@ -223,9 +232,10 @@ class CenterStream:
 
     # -- reports ---------------------------------------------------------------
 
-    def add(self, nbytes: Mapping) -> None:
-        """Report that the keys of `nbytes` (``{key: size}``) are now held."""
-        self.batch.add(nbytes)
+    def add(self, nbytes: Mapping, client: str | None = None) -> None:
+        """Report that the keys of `nbytes` (``{key: size}``) are now held
+        (for `client`, a client's id, when given: see `ReportBatch`)."""
+        self.batch.add(nbytes, client)
         self._wake()
 
     def remove(self, keys) -> None:
@@ -322,11 +332,15 @@ class CenterStream:
             # registration, on the same ordered stream.
             keys, nbytes = self._snapshot()
             self.batch.clear()
+            info = self._info()
+            for field in OPTIONAL_REGISTER_FIELDS:
+                if field not in self.center_features:
+                    info.pop(field, None)  # an older Center would refuse the registration
             msg = {
                 "op": "register",
                 "reply": False,
                 "stream": True,
-                **self._info(),
+                **info,
                 "keys": keys,
                 "nbytes": nbytes,
             }
@@ -348,6 +362,10 @@ class CenterStream:
         ident = reply.get("result") if isinstance(reply, dict) else None
         if not isinstance(ident, dict):
             return  # an unusual server; the registration answer will tell
+        features = ident.get("features")
+        self.center_features = frozenset(
+            f for f in (features if isinstance(features, list) else ()) if isinstance(f, str)
+        )
         kind = ident.get("type")
         if kind == "Worker" or (kind != "Center" and "center" in ident):
             center = ident.get("center")
@@ -363,6 +381,11 @@ class CenterStream:
         self.task_events = bool(response.get("task_events"))
         if not self.task_events:
             self.events = []
+        if self._on_registered is not None:
+            try:
+                self._on_registered(response)  # e.g. install uploaded files, first thing
+            except Exception:
+                logger.exception("handling the registration reply failed")
         self.comm = comm
         self.registrations += 1
         self._registered.set()

@@ -17,6 +17,7 @@ Ops served (see docs/dev/contracts.md)::
                                            (update_data raises WorkerPausedError while paused)
     keys()                              -> [key, ...]
     identity()                          -> {'type': 'Worker', 'address', 'center', ...}
+    upload_file(filename, data, load=True) -> {'filename', 'modules': [...]}
     terminate()                         -> 'OK', then the worker unregisters and closes
 """
 
@@ -44,6 +45,7 @@ from distributed_core import (
     dumps,
     normalize_address,
     parse_address,
+    parse_resources,
     rpc,
     unparse_address,
 )
@@ -53,9 +55,11 @@ from ._version import __version__
 from .ahead import LocalArrivals
 from .fetch import FetchTimeoutError, fetch_from_peers
 from .memory import DEFAULT_FRACTIONS, MemoryPolicy, parse_fraction, parse_memory_limit
+from .resources import ResourcePool
 from .store import DataStore, check_key, check_keys, sizeof
 from .stream import CenterStream
 from .substitute import substitute
+from .uploads import Uploads
 
 __all__ = ["Worker"]
 
@@ -150,8 +154,15 @@ class Worker(Server):
         seconds after which a worker that lost its Center (and could not
         register again) closes by itself, setting ``death`` to a reason.
         None (default): it keeps trying to reconnect forever.
+    resources
+        abstract resources this worker offers, ``{"GPU": 2, "MEM": 8e9}`` or
+        ``"GPU=2,MEM=8e9"`` (default: the ``worker.resources`` configuration
+        key, else none). Reported by ``identity`` and to the Center; clients
+        place tasks that ask for resources only where they are free.
 
-    .. versionadded:: issue 9
+        .. versionadded:: 0.2.0
+
+    .. versionadded:: 0.2.0
        memory limits, spilling, pausing, ``death_timeout``.
     """
 
@@ -179,6 +190,7 @@ class Worker(Server):
         local_directory: str | None = None,
         memory_monitor_interval: float = 0.1,
         death_timeout: float | None = None,
+        resources=None,
     ) -> None:
         handlers = {
             "compute": self.compute,
@@ -188,6 +200,7 @@ class Worker(Server):
             "keys": self.keys,
             "identity": self._identity_op,
             "terminate": self.terminate,
+            "upload_file": self.upload_file,
         }
         super().__init__(handlers, security=security, name=name, limits=limits)
         if connect_timeout is None:
@@ -198,6 +211,13 @@ class Worker(Server):
         if ncores is not None and (not isinstance(ncores, int) or ncores < 1):
             raise ValueError(f"ncores must be a positive integer, got {ncores!r}")
         self.ncores = ncores or os.cpu_count() or 1
+        if resources is None:
+            resources = config.get("worker.resources")
+        #: ``{name: amount}`` this worker offers (``--resources``)
+        self.resources: dict[str, float] = parse_resources(resources) or {}
+        self.resource_pool = ResourcePool(self.resources)  # held by running tasks
+        #: files shipped by ``upload_file`` (uploads.py)
+        self.uploads = Uploads(local_directory)
         if heartbeat_interval is not None and heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval!r}")
         self.connect_timeout = connect_timeout
@@ -246,7 +266,8 @@ class Worker(Server):
         )
         self.stream = CenterStream(
             self.center,
-            info=lambda: {"address": self.address, "ncores": self.ncores, "name": self.name},
+            info=self._register_info,
+            on_registered=self._on_registered,
             snapshot=self.store.snapshot,
             metrics=self._metrics,
             security=self.security,
@@ -285,7 +306,7 @@ class Worker(Server):
         local address of the interface that routes to the Center (no packet
         is sent), with the Center's scheme (``tls`` if it uses TLS).
 
-        .. versionchanged:: issue 8
+        .. versionchanged:: 0.2.0
            `start` no longer listens here but on all interfaces, and
            advertises this address.
         """
@@ -329,7 +350,7 @@ class Worker(Server):
         `distributed_core.CommClosedError` when the Center cannot be reached
         within ``connect_timeout``.
 
-        .. versionchanged:: issue 8
+        .. versionchanged:: 0.2.0
            Without `address`, listens on all interfaces (it listened on
            `default_address` only) and advertises `default_address`.
         """
@@ -365,6 +386,7 @@ class Worker(Server):
             await asyncio.gather(self._monitor_task, return_exceptions=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()  # removes the spill directory
+        self.uploads.close()
         self._closed.set()
 
     async def finished(self) -> None:
@@ -391,6 +413,7 @@ class Worker(Server):
         report=True,
         pending=(),
         keep_inputs=False,
+        resources=None,
     ) -> dict:
         """Run ``function(*args, **kwargs)`` with needed keys replaced by their data.
 
@@ -419,9 +442,17 @@ class Worker(Server):
         Center and listed in the reply (``'fetched': {key: nbytes}``), so
         later fetches can use this worker (the client then deletes them with
         the key).
+        Issue 10: when the connection's hello names a client (``"client"``),
+        the result is reported to the Center as that client's, so the Center
+        can release it when the client leaves, even if it finishes after.
         Replies carry ``'duration'``: seconds spent running the function
         (the client sizes its pipeline from it; a worker that sends it
         understands `pending`).
+
+        Issue 10: with `resources` (``{"GPU": 1}``; only sent to workers whose
+        ``identity`` lists the ``resources`` feature) the function runs once
+        that much of this worker's declared resources is free, holding it
+        while it runs (resources.py); more than the worker declares raises.
         """
         if not callable(function):
             raise TypeError(
@@ -438,6 +469,7 @@ class Worker(Server):
         if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
             raise TypeError(f"compute: kwargs must be a dict with str keys, got {kwargs!r:.100}")
         needed = check_keys(needed if needed is not None else (), "needed")
+        need = self.resource_pool.check(resources) if resources else {}
         if who_has is not None and not isinstance(who_has, dict):
             raise TypeError(
                 f"compute: who_has must be a dict {{key: [addresses]}}, got "
@@ -473,6 +505,7 @@ class Worker(Server):
                 await self._running.wait()
                 if self._closing:
                     raise RuntimeError(f"worker {self.address} is closing; {key!r} not run")
+            held = await self.resource_pool.acquire(need)
             self._executing += 1
             try:
                 (
@@ -491,13 +524,14 @@ class Worker(Server):
                 )
             finally:
                 self._executing -= 1
+                self.resource_pool.release(held)
         if self._closing:
             raise RuntimeError(f"worker {self.address} is closing; result {key!r} dropped")
         nbytes = self.store.put(key, value)
         self.arrivals.stored(key)
         self._after_store(nbytes)
         if report:
-            self.stream.add({key: nbytes})
+            self.stream.add({key: nbytes}, client_of(comm))
         if failed is None and self.stream.task_events:
             status = "error" if isinstance(value, Failure) else "OK"
             self.stream.task_done([key, start, stop, thread, status, nbytes])
@@ -527,7 +561,8 @@ class Worker(Server):
         any earlier removal of the same keys), the stream is flushed, and then
         one ``add_keys`` request to the Center confirms them. If the stream is
         down, the next registration (which carries every key held) confirms
-        them instead.
+        them instead. Keys sent by a client (its id in the hello) are
+        reported as that client's (issue 10), like `compute` results.
         """
         if self.paused and data:
             raise WorkerPausedError(
@@ -539,7 +574,7 @@ class Worker(Server):
         nbytes = self.store.update(data)
         self._after_store(sum(nbytes.values()))
         if report and nbytes:
-            await self._confirm(nbytes)
+            await self._confirm(nbytes, client_of(comm))
         return {"keys": list(nbytes), "nbytes": nbytes}
 
     def delete_data(self, comm, keys=None, report=True) -> str:
@@ -567,8 +602,9 @@ class Worker(Server):
             "memory": self._memory(),
             **self.memory_metrics(),
             "registered": self.stream.comm is not None,
+            "resources": dict(self.resources),
             # compute fields this worker understands beyond the first release's
-            "features": ["pending", "keep_inputs"],
+            "features": ["pending", "keep_inputs", "client", "resources"],
             "versions": {
                 "distributed-worker": __version__,
                 "distributed-core": distributed_core.__version__,
@@ -579,6 +615,33 @@ class Worker(Server):
 
     def _identity_op(self, comm) -> dict:
         return self.identity()
+
+    def upload_file(self, comm, filename=None, data=None, load=True) -> dict:
+        """Write a ``.py``/``.zip``/``.egg``/``.pyz`` file here, put it on
+        ``sys.path`` and (re)import its modules (uploads.py); a file that does not
+        compile or import raises that error. Added for issue 10."""
+        modules = self.uploads.install(filename, data, load=load)
+        return {"filename": filename, "modules": modules}
+
+    def _register_info(self) -> dict:
+        info = {"address": self.address, "ncores": self.ncores, "name": self.name}
+        if self.resources:
+            info["resources"] = dict(self.resources)  # sent to centers that take it
+        return info
+
+    def _on_registered(self, reply: dict) -> None:
+        """Install the files the Center keeps for workers that join (issue 10)."""
+        uploads = reply.get("uploads")
+        if not isinstance(uploads, list):
+            return
+        for item in uploads:
+            try:
+                filename, data = item
+                self.uploads.install(filename, data)
+            except Exception as e:  # noqa: BLE001 - one bad file must not stop the worker
+                logger.error(
+                    "could not install uploaded file %r: %s: %s", item[:1], type(e).__name__, e
+                )
 
     def terminate(self, comm) -> str:
         """Reply OK, then unregister and shut down."""
@@ -681,7 +744,7 @@ class Worker(Server):
             self.stream.task_done(["transfer", address, len(result), nbytes, start, time.time()])
         return result
 
-    async def _confirm(self, nbytes: dict) -> None:
+    async def _confirm(self, nbytes: dict, client: str | None = None) -> None:
         """Return once the Center lists the keys of `nbytes` for this worker.
 
         Bounded by ``connect_timeout`` in all: flushing the report stream, the
@@ -689,7 +752,7 @@ class Worker(Server):
         left of it (a Center that stopped answering does not hold the caller
         longer); then `TimeoutError` says the data is stored but unconfirmed.
         """
-        self.stream.add(nbytes)
+        self.stream.add(nbytes, client)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         while True:
@@ -702,10 +765,11 @@ class Worker(Server):
                     await asyncio.wait_for(
                         asyncio.shield(self.stream.flush()), max(deadline - loop.time(), 0)
                     )
+                    # keys only: their sizes went on the stream just before, in
+                    # batches (a map of every key would cost the center memory
+                    # for good: msgpack interns map keys; issue 10)
                     reply = await asyncio.wait_for(
-                        self.center_rpc.add_keys(
-                            address=self.address, keys=list(nbytes), nbytes=nbytes
-                        ),
+                        self.center_rpc.add_keys(address=self.address, keys=list(nbytes)),
                         max(deadline - loop.time(), 0),
                     )
                 except asyncio.TimeoutError:
@@ -888,6 +952,16 @@ def _fmt(n) -> str:
     return str(n)
 
 
+def client_of(comm) -> str | None:
+    """The client id the peer's hello named (issue 10), or None.
+
+    The Center is told which client a stored key is for (``add_keys`` with
+    ``client``), so that it can release the key when that client leaves.
+    """
+    client = (getattr(comm, "peer_info", None) or {}).get("client")
+    return client if isinstance(client, str) and client else None
+
+
 def _resolve(fut: asyncio.Future, value) -> None:
     if not fut.done():
         fut.set_result(value)
@@ -956,7 +1030,7 @@ def route_to(host: str) -> str:
     connect) names the local address the kernel would use. Loopback and
     unspecified hosts give loopback (``127.0.0.1``, ``::1`` for IPv6).
 
-    .. versionchanged:: issue 8
+    .. versionchanged:: 0.2.0
        IPv6 hosts give the IPv6 address that routes to them.
     """
     v6 = ":" in host

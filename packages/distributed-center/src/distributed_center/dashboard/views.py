@@ -17,7 +17,8 @@ def workers_table(workers: dict, now: float | None = None) -> list[dict]:
     Each row: ``address``, ``name``, ``ncores``, ``memory`` (process RSS, bytes),
     ``managed`` (bytes of the keys held), ``unmanaged`` (memory - managed, when
     the memory is known), ``spilled`` (when reported), ``keys``, ``executing``
-    (tasks running), ``last_seen`` and ``heartbeat_age`` (seconds).
+    (tasks running), ``last_seen`` and ``heartbeat_age`` (seconds),
+    ``resources`` (what the worker declared, ``{name: amount}``; issue 10).
     """
     now = time.time() if now is None else now
     rows = []
@@ -40,6 +41,7 @@ def workers_table(workers: dict, now: float | None = None) -> list[dict]:
                 "heartbeat_age": max(now - info["last_seen"], 0.0)
                 if isinstance(info.get("last_seen"), (int, float))
                 else None,
+                "resources": info.get("resources") or {},
             }
         )
     return rows
