@@ -46,6 +46,7 @@ MEMORY_DIR = ROOT / "tests" / "memory"
 SCALE_DIR = ROOT / "tests" / "scale"
 HOSTS_DIR = ROOT / "tests" / "hosts"
 DASHBOARD_DIR = ROOT / "tests" / "dashboard"
+DASKSUITE_DIR = ROOT / "tests" / "dasksuite"
 CONSTRAINTS_DIR = ROOT / "constraints"
 
 # short name -> distribution name; the import name is the distribution name with "_".
@@ -79,7 +80,7 @@ RUFF = "ruff==0.17.6"  # same version as the dev virtualenv, so lint agrees with
 
 nox.options.sessions = [
     "lint", "deps", "tests", "integration", "memory", "hosts", "compat", "release",
-    "tornado", "lowest", "docs", "dashboard", "scale", "typecheck",
+    "tornado", "lowest", "docs", "dashboard", "scale", "typecheck", "dask",
 ]  # fmt: skip
 # pip via virtualenv: installs take ~5 s a session with a warm cache, so uv would
 # save about a minute a run; not worth a second installer that ignores pip's config.
@@ -484,6 +485,49 @@ def hosts(session: nox.Session) -> None:
         session.skip(f"no test files (test_*.py) in {HOSTS_DIR.relative_to(ROOT)} yet")
     shorts = _install(session, list(PACKAGES))
     _pytest(session, [HOSTS_DIR], shorts)
+
+
+# dask's own test modules, from the installed dask wheel (see tests/dasksuite/).
+DASK_MODULES = [
+    "dask.array.tests.test_array_core",
+    "dask.bag.tests.test_bag",
+    "dask.dataframe.tests.test_dataframe",
+    "dask.tests.test_delayed",
+]
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def dask(session: nox.Session) -> None:
+    """dask's own tests for array, bag, dataframe and delayed with an Executor as dask's scheduler.
+
+    One LocalCluster for the session (tests/dasksuite/dasksuite_plugin.py); the
+    failures no distributed scheduler can avoid are xfailed there, each with its
+    reason. Arguments after `--` go to pytest (e.g. `-- --dasksuite-all` runs all
+    of test_dataframe instead of the documented subset).
+    """
+    shorts = _install(session, ["client"], "pytest-mock")
+    tmp = Path(tempfile.mkdtemp(prefix="distributed-dasksuite-"))
+    try:
+        _check_imports(session, shorts, tmp)
+        with session.chdir(tmp):
+            session.run(
+                "python",
+                "-m",
+                "pytest",
+                "-c",
+                str(DASKSUITE_DIR / "pytest.ini"),
+                "--rootdir",
+                str(tmp),
+                "-p",
+                "dasksuite_plugin",
+                f"--timeout={PYTEST_TIMEOUT}",
+                "--pyargs",
+                *DASK_MODULES,
+                *session.posargs,
+                env={"PYTHONPATH": str(DASKSUITE_DIR)},
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @nox.session(python=DEFAULT_PYTHON)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from distributed_core import Server, connect, dumps, rpc
+from distributed_core.serialize import OOB_THRESHOLD as OOB
 
 MB = 2**20
 
@@ -73,3 +74,41 @@ def test_truncated_large_frame_is_a_clean_error():
         await server.close()
 
     asyncio.run(main())
+
+
+def _small_arrays(comm, n):
+    # small arrays: a small message (one piece) or small frames of a larger one
+    return [np.arange(i, i + 1000, dtype=np.int64) for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 200], ids=["small-message", "small-frames-of-large-message"])
+def test_small_arrays_arrive_writable(n):
+    """Any scheduler gives writable arrays; frames under 64 KiB must not come back read-only."""
+
+    async def main():
+        server = Server({"get": _small_arrays})
+        await server.listen("tcp://127.0.0.1:0")
+        try:
+            async with rpc(server.address) as r:
+                return await r.get(n=n)
+        finally:
+            await server.close()
+
+    got = asyncio.run(main())
+    assert len(got) == n
+    for i, arr in enumerate(got):
+        assert arr.flags.writeable, f"array {i} of {n} arrived read-only"
+        arr[0] = -1  # and writing works
+        assert arr[1] == i + 1
+
+
+def test_loads_copies_only_small_read_only_buffers():
+    from distributed_core import loads
+
+    small = np.arange(10, dtype=np.int64)
+    big = np.arange(OOB // 8 * 4, dtype=np.int64)
+    frames = [bytes(f) for f in dumps([small, big])]  # every frame immutable bytes
+    out_small, out_big = loads(frames)
+    assert out_small.flags.writeable
+    # a large read-only frame is used in place (never copied): it stays read-only
+    assert not out_big.flags.writeable and (out_big == big).all()

@@ -21,6 +21,7 @@ not have this package installed (only dask, for dask graphs).
 
 from __future__ import annotations
 
+import io
 import operator
 from collections.abc import Hashable, Mapping
 
@@ -30,6 +31,7 @@ from .errors import GraphError
 
 __all__ = [
     "Call",
+    "External",
     "Ref",
     "NormalizedGraph",
     "normalize_graph",
@@ -89,6 +91,23 @@ class Call:
         kwargs = {k: _replace_refs(v, keymap) for k, v in self.kwargs.items()}
         needed = [keymap[d] for d in self.dependencies]
         return args, kwargs, needed
+
+
+class External(Call):
+    """A graph key whose value is data already on the cluster under ``cluster_key``.
+
+    What a persisted collection's graph holds (``{key: Future}``): no task is
+    sent for it; tasks that use it read the existing data.
+    """
+
+    __slots__ = ("cluster_key",)
+
+    def __init__(self, cluster_key: Hashable):
+        super().__init__(None)
+        self.cluster_key = cluster_key
+
+    def __repr__(self) -> str:
+        return f"<External {self.cluster_key!r}>"
 
 
 def _replace_refs(obj, keymap):
@@ -202,7 +221,7 @@ def execute_tuple_task(expr, cache: Mapping):
     return expr
 
 
-def _flat_tuple_call(key, expr, keys) -> Call | None:
+def _flat_tuple_call(key, expr, keys, ext=None) -> Call | None:
     """A Call for `expr` if it is flat (args are keys, literals and lists of those)."""
     func = expr[0]
     args = []
@@ -215,6 +234,12 @@ def _flat_tuple_call(key, expr, keys) -> Call | None:
             raise _NotFlat
         if typ is list:
             return [conv(x, False) for x in a]
+        if ext is not None and isinstance(a, ext.types):
+            a = ext.ref(a)
+            if a not in seen:
+                seen.add(a)
+                deps.append(a)
+            return Ref(a)
         if _is_key_in(a, keys):
             if a not in seen:
                 seen.add(a)
@@ -241,7 +266,14 @@ def _run_tuple(blob, *values):
     """Runner for non-flat tuple tasks; pickled by value (see module doc)."""
     import pickle as _pickle
 
-    expr, deps = _pickle.loads(blob)
+    if blob[:1] == b"R":  # refers to data of Futures: values after deps, by position
+        import io as _io
+
+        u = _pickle.Unpickler(_io.BytesIO(blob[1:]))
+        u.persistent_load = values.__getitem__
+        expr, deps = u.load()
+    else:
+        expr, deps = _pickle.loads(blob)
     cache = dict(zip(deps, values))
 
     def ev(a):
@@ -264,7 +296,14 @@ def _run_node(blob, *values):
     """Runner for dask task-spec nodes; pickled by value (see module doc)."""
     import pickle as _pickle
 
-    node, deps = _pickle.loads(blob)
+    if blob[:1] == b"R":  # refers to data of Futures: values after deps, by position
+        import io as _io
+
+        u = _pickle.Unpickler(_io.BytesIO(blob[1:]))
+        u.persistent_load = values.__getitem__
+        node, deps = u.load()
+    else:
+        node, deps = _pickle.loads(blob)
     return node(dict(zip(deps, values)))
 
 
@@ -275,32 +314,89 @@ for _f in (_run_tuple, _run_node):
 del _f
 
 
-def _runner_call(runner, payload, deps) -> Call:
+def _runner_call(runner, payload, deps, ext=None) -> Call:
     deps = list(deps)
-    blob = cloudpickle.dumps((payload, deps), protocol=5)
+    try:
+        blob = cloudpickle.dumps((payload, deps), protocol=5)
+    except Exception:
+        if ext is None:
+            raise
+        # Futures inside the task (a persisted collection's data fused into it):
+        # each becomes a reference to its data, passed after the dependencies
+        buf = io.BytesIO()
+        buf.write(b"R")
+        pickler = _RefPickler(buf, ext, len(deps))
+        pickler.dump((payload, deps))
+        blob = buf.getvalue()
+        deps = deps + pickler.extra
     return Call(runner, [blob, *(Ref(d) for d in deps)], None, deps)
+
+
+class _RefPickler(cloudpickle.Pickler):
+    """Pickles each Future of `ext` as a persistent id: its position among the runner's values."""
+
+    def __init__(self, file, ext, first: int):
+        super().__init__(file, protocol=5)
+        self.ext = ext
+        self.first = first
+        self.extra: list = []
+
+    def persistent_id(self, obj):
+        if isinstance(obj, self.ext.types):
+            gk = self.ext.ref(obj)
+            if gk not in self.extra:
+                self.extra.append(gk)
+            return self.first + self.extra.index(gk)
+        return None
+
+
+class _Externals:
+    """Data already on the cluster (Futures) met in a graph.
+
+    ``types``: the classes that stand for such data; ``resolve(value)``: its
+    cluster key (raises for data it cannot use). Each becomes the graph key
+    ``(EXTERNAL_PREFIX, cluster key)``, an :class:`External`.
+    """
+
+    __slots__ = ("types", "resolve", "found")
+
+    def __init__(self, types, resolve):
+        self.types = types
+        self.resolve = resolve
+        self.found: dict = {}
+
+    def ref(self, value):
+        k = self.resolve(value)
+        gk = (EXTERNAL_PREFIX, k)
+        self.found[gk] = k
+        return gk
+
+
+EXTERNAL_PREFIX = "distributed-client-future"
 
 
 def _literal_call(value) -> Call:
     return Call(_IDENTITY, [[value]], None, ())
 
 
-def _normalize_tuple_graph(dsk: Mapping) -> dict:
+def _normalize_tuple_graph(dsk: Mapping, ext=None) -> dict:
     keys = dsk.keys()
     calls = {}
     for key, expr in dsk.items():
-        if is_task(expr):
-            call = _flat_tuple_call(key, expr, keys)
+        if ext is not None and isinstance(expr, ext.types):
+            call = External(ext.resolve(expr))
+        elif is_task(expr):
+            call = _flat_tuple_call(key, expr, keys, ext)
             if call is None:
                 deps = tuple_dependencies(expr, keys)
-                call = _runner_call(_run_tuple, expr, deps)
+                call = _runner_call(_run_tuple, expr, deps, ext)
         elif _is_key_in(expr, keys) and expr != key:
             # an alias: 'y': 'x'
             call = Call(_IDENTITY, [[Ref(expr)]], None, [expr])
         else:
             deps = tuple_dependencies(expr, keys) if type(expr) is list else ()
             if deps:
-                call = _runner_call(_run_tuple, expr, deps)
+                call = _runner_call(_run_tuple, expr, deps, ext)
             else:
                 call = _literal_call(expr)
         calls[key] = call
@@ -325,9 +421,23 @@ def _has_graph_nodes(dsk: Mapping) -> bool:
     return any(isinstance(v, ts.GraphNode) for v in dsk.values())
 
 
-def _normalize_spec_graph(dsk: Mapping, out_keys: list) -> dict:
+def _normalize_spec_graph(dsk: Mapping, out_keys: list, ext=None) -> dict:
     ts = _task_spec()
-    graph = ts.convert_legacy_graph(dsk)
+    top = {}
+    if ext is not None:
+        # data already on the cluster: kept out of dask's conversion
+        for k, v in dsk.items():
+            v = v.value if isinstance(v, ts.DataNode) else v
+            if isinstance(v, ext.types):
+                top[k] = ext.resolve(v)
+    if top:
+        # left out of dask's conversion (which would inline them as literals)
+        # but still keys, so that tasks refer to them
+        all_keys = set(dsk)
+        dsk = {k: v for k, v in dsk.items() if k not in top}
+        graph = ts.convert_legacy_graph(dsk, all_keys)
+    else:
+        graph = ts.convert_legacy_graph(dsk)
     dependents: dict = {k: set() for k in graph}
     for k, node in graph.items():
         for d in node.dependencies:
@@ -336,24 +446,26 @@ def _normalize_spec_graph(dsk: Mapping, out_keys: list) -> dict:
     graph = ts.resolve_aliases(graph, set(out_keys), dependents)
     calls = {}
     for key, node in graph.items():
-        calls[key] = _spec_call(ts, key, node)
+        calls[key] = _spec_call(ts, key, node, ext)
+    for key, cluster_key in top.items():
+        calls[key] = External(cluster_key)
     return calls
 
 
-def _spec_call(ts, key, node) -> Call:
+def _spec_call(ts, key, node, ext=None) -> Call:
     if isinstance(node, ts.DataNode):
         return _literal_call(node.value)
     if isinstance(node, ts.Alias):
         return Call(_IDENTITY, [[Ref(node.target)]], None, [node.target])
     has_subgraph = getattr(node, "has_subgraph", None)  # dask >= 2025.1
     if type(node) is ts.Task and not (has_subgraph is not None and has_subgraph()):
-        flat = _flat_spec_task(ts, node)
+        flat = _flat_spec_task(ts, node, ext)
         if flat is not None:
             return flat
-    return _runner_call(_run_node, node, sorted(node.dependencies, key=repr))
+    return _runner_call(_run_node, node, sorted(node.dependencies, key=repr), ext)
 
 
-def _flat_spec_task(ts, node) -> Call | None:
+def _flat_spec_task(ts, node, ext=None) -> Call | None:
     deps = []
     seen = set()
 
@@ -367,6 +479,8 @@ def _flat_spec_task(ts, node) -> Call | None:
             return Ref(k)
         if isinstance(a, ts.GraphNode):
             raise _NotFlat
+        if ext is not None and isinstance(a, ext.types):
+            raise _NotFlat  # the runner resolves it
         if type(a) in (list, tuple, dict, set):
             raise _NotFlat  # keep literal containers exact
         return a
@@ -384,13 +498,17 @@ def _flat_spec_task(ts, node) -> Call | None:
 # --------------------------------------------------------------------------- entry point
 
 
-def normalize_graph(dsk, keys) -> NormalizedGraph:
+def normalize_graph(dsk, keys, external=None) -> NormalizedGraph:
     """Check `dsk`, cull it to what `keys` need and turn every task into a :class:`Call`.
 
     `dsk` is a mapping (or anything with ``__dask_graph__()``, as current dask
     passes to ``scheduler=``); `keys` a key or a nested list of keys. Raises
     :class:`GraphError` for output keys that are not in the graph, references
     to keys that do not exist and cycles, before anything is sent.
+    `external` ``(types, resolve)`` names data already on the cluster:
+    values of those types (Futures), at the top of the graph or inside tasks,
+    stand for the data under the cluster key ``resolve(value)``; they become
+    :class:`External` calls (no task is sent for them).
     """
     if not isinstance(dsk, Mapping):
         if hasattr(dsk, "__dask_graph__"):
@@ -403,10 +521,14 @@ def normalize_graph(dsk, keys) -> NormalizedGraph:
     missing = [k for k in out_keys if not _is_key_in(k, dsk)]
     if missing:
         raise GraphError(f"keys {missing!r} are not in the graph (it has {len(dsk)} keys)")
+    ext = _Externals(*external) if external is not None else None
     if _has_graph_nodes(dsk):
-        calls = _normalize_spec_graph(dsk, out_keys)
+        calls = _normalize_spec_graph(dsk, out_keys, ext)
     else:
-        calls = _normalize_tuple_graph(dsk)
+        calls = _normalize_tuple_graph(dsk, ext)
+    if ext is not None:
+        for gk, k in ext.found.items():
+            calls[gk] = External(k)
     order = _cull_and_order(calls, out_keys)
     culled = {k: calls[k] for k in order}
     return NormalizedGraph(culled, order, out_keys)

@@ -12,16 +12,15 @@ from collections import namedtuple
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
+from . import _dask
 from ._args import by_value_modules, prepickle, replace_remote
 from ._cfutures import FutureProtocol, new_condition
 from ._client import ClientBase
-from ._graph import normalize_graph
 from ._html import executor_html, future_html
 from ._retry import retry_keys
 from ._submit import batches, check_map_keywords, map_key_names, options_and_restrictions
 from ._tokenize import funcname, tokenize
 from .errors import CancelledError, LostDataError
-from .graph import get_with, graph_tasks
 from .remote import RemoteData
 
 __all__ = [
@@ -90,6 +89,9 @@ class Future(FutureProtocol, concurrent.futures.Future[Any]):
 
     def __repr__(self) -> str:
         return f"<Future key={self.key!r} status={self.status}>"
+
+    def __dask_tokenize__(self) -> tuple[str, Hashable]:
+        return ("distributed_client.Future", self.key)
 
     def __reduce__(self):
         raise TypeError(
@@ -231,21 +233,36 @@ class Executor(ClientBase):
     it. Other keyword arguments: ``security``, ``asynchronous``,
     ``timeout`` (to connect), ``name``.
 
+    ``set_as_default=True`` (the default; blocking executors only) makes the
+    executor dask's default scheduler until it closes, as dask.distributed's
+    ``Client`` does: ``x.compute()`` and ``x.persist()`` then run on the
+    cluster. ``persist``, ``compute`` and ``get`` run dask collections and
+    graphs; ``dask.compute(x, scheduler=executor)`` works too.
+
     .. versionchanged:: 0.1.1
        ``center_timeout`` and ``no_workers_timeout``.
 
     .. versionchanged:: 0.2.0
-       `center` is optional; ``cancel``, ``retry``, ``who_has``,
-       ``has_what``, ``ncores``; the scheduling keywords of ``submit``/``map``.
+       ``set_as_default``, ``persist``, ``compute(sync=True)``, per-task options
+       of ``get``/``compute``/``persist``; `center` is optional; ``cancel``,
+       ``retry``, ``who_has``, ``has_what``, ``ncores``; the scheduling
+       keywords of ``submit``/``map``.
     """
 
-    def __init__(self, center: Any = None, **kwargs: Any) -> None:
+    def __init__(self, center: Any = None, *, set_as_default: bool = True, **kwargs: Any) -> None:
         # before connecting: a failed start still has what close() and __del__ use
         self._callback_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._callback_lock = threading.Lock()
         self._cf_condition = new_condition()  # shared by this executor's futures
         self._cf_epoch = 0  # bumped by retry(): futures hooked before re-read their state
         super().__init__(center, **kwargs)
+        if set_as_default and not self.asynchronous:
+            _dask.set_default(self)  # dask's default scheduler until closed
+
+    def close(self) -> Any:
+        """Close the connection (see ClientBase.close); no longer dask's default scheduler."""
+        _dask.unset_default(self)
+        return super().close()
 
     # ------------------------------------------------------------------ submitting
 
@@ -587,54 +604,45 @@ class Executor(ClientBase):
     # ------------------------------------------------------------------ graphs
 
     def get(self, dsk: Mapping, keys: Any, **kwargs: Any) -> Any:
-        """Run a dask graph and return the results shaped like `keys` (``scheduler=``-ready)."""
-        return self._sync(self._get, dsk, keys)
+        """Run a dask graph and return the results shaped like `keys` (``scheduler=``-ready).
 
-    async def _get(self, dsk, keys):
-        g = normalize_graph(dsk, keys)
-        return await get_with(self.session, g, keys)
+        As with dask's own schedulers, a list of keys gives a tuple of results
+        (nested lists give nested tuples). The graph is materialised and converted in the calling thread, as
+        dask's own schedulers do. Per-task options (``retries``, ``priority``,
+        ``workers``, ``allow_other_workers``, ``resources``) apply to every
+        task of the graph; other keywords (which dask passes) are ignored.
+        """
+        return _dask.get(self, dsk, keys, **kwargs)
 
-    def compute(self, collections: Any, optimize_graph: bool = True) -> Any:
-        """Start computing dask collections; a Future per collection (a list for a list)."""
-        single = not isinstance(collections, (list, tuple))
-        colls = [collections] if single else list(collections)
-        futures = [self._compute_one(c, optimize_graph) for c in colls]
-        return futures[0] if single else futures
+    def __call__(self, dsk: Mapping, keys: Any, **kwargs: Any) -> Any:
+        """``dask.compute(x, scheduler=executor)``: dask calls its scheduler like ``get``."""
+        if self.asynchronous:
+            raise TypeError(
+                "an asynchronous Executor cannot be dask's scheduler (dask calls it "
+                "synchronously); use `await executor.compute(x)` or a blocking Executor"
+            )
+        return _dask.get(self, dsk, keys, **kwargs)
 
-    def _compute_one(self, collection, optimize_graph: bool) -> Future:
-        import dask
+    def compute(
+        self, collections: Any, optimize_graph: bool = True, sync: bool = False, **options: Any
+    ) -> Any:
+        """Start computing dask collections; a Future per collection (a list for a list).
 
-        captured = {}
+        ``sync=True`` waits and returns the values instead. `options`:
+        ``retries``, ``priority``, ``workers``, ``allow_other_workers``,
+        ``resources``, for every task of the collections' graphs.
+        """
+        return _dask.compute(self, collections, optimize_graph, sync, **options)
 
-        class _Captured(Exception):
-            pass
+    def persist(self, collections: Any, optimize_graph: bool = True, **options: Any) -> Any:
+        """Start computing dask collections; the same collections backed by Futures.
 
-        def capture(dsk, keys, **kwargs):
-            captured["dsk"], captured["keys"] = dsk, keys
-            raise _Captured
-
-        try:
-            dask.compute(collection, scheduler=capture, optimize_graph=optimize_graph)
-        except _Captured:
-            pass
-        if "dsk" not in captured:
-            raise TypeError(f"{collection!r:.100} is not a dask collection")
-        dsk, keys = captured["dsk"], captured["keys"]
-        if not isinstance(dsk, Mapping) and hasattr(dsk, "__dask_graph__"):
-            # current dask: the graph ends in one finalize task per collection
-            [out_key] = keys
-        else:
-            # older dask: finalize here, as dask.compute would
-            finalize, extra = collection.__dask_postcompute__()
-            out_key = f"finalize-{uuid.uuid4().hex}"
-            dsk = dict(dsk)
-            dsk[out_key] = (finalize, keys, *extra)
-        g = normalize_graph(dsk, [out_key])
-        tasks, keymap, order = graph_tasks(g)
-        final = keymap[out_key]
-        self._check_session()
-        self.session.call_soon(self.session.update_graph_or_fail, tasks, [final], None, order)
-        return Future(final, self)
+        A collection for a collection (a list for a list), like
+        dask.distributed's ``Client.persist``: the results stay on the
+        workers, and computing the returned collections (or anything built
+        on them) uses them there. `options` as in :meth:`compute`.
+        """
+        return _dask.persist(self, collections, optimize_graph, **options)
 
     # ------------------------------------------------------------------ lifecycle
 

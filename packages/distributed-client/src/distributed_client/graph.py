@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from ._args import PickledFunction, prepickle
-from ._graph import normalize_graph, pack_results
+from ._graph import External, normalize_graph, pack_results
 from ._session import Session
 from .remote import _conn, _run, default_session
 
@@ -55,11 +55,13 @@ def get(
        ``center_timeout`` and ``no_workers_timeout``.
     """
     conn = _conn(security, center_timeout, no_workers_timeout)
-    return _run(_get, center, dsk, keys, conn, asynchronous=asynchronous, timeout=timeout)
+    # in the caller's thread, as dask's schedulers do (materialising a graph may
+    # need locks the caller holds); errors before connecting
+    g = normalize_graph(dsk, keys)
+    return _run(_get, center, g, keys, conn, asynchronous=asynchronous, timeout=timeout)
 
 
-async def _get(center, dsk, keys, conn):
-    g = normalize_graph(dsk, keys)  # errors before connecting
+async def _get(center, g, keys, conn):
     session = await default_session(center, **conn)
     return await get_with(session, g, keys)
 
@@ -67,14 +69,24 @@ async def _get(center, dsk, keys, conn):
 def graph_tasks(g, prefix: str | None = None) -> tuple[dict, dict, list]:
     """Turn a normalized graph into session tasks: ``(tasks, keymap, order)``."""
     gid = prefix or uuid.uuid4().hex[:16]
-    keymap = {k: f"{_short_name(k)}-{gid}-{i}" for i, k in enumerate(g.order)}
+    keymap = {}
+    external = set()
+    for i, k in enumerate(g.order):
+        call = g.calls[k]
+        if type(call) is External:  # data already on the cluster: no task
+            keymap[k] = call.cluster_key
+            external.add(k)
+        else:
+            keymap[k] = f"{_short_name(k)}-{gid}-{i}"
     pickled: dict = {}
     tasks = {}
     for k in g.order:
+        if k in external:
+            continue
         call = g.calls[k]
         args, kwargs, needed = call.translate(keymap)
         tasks[keymap[k]] = ((_prepickled(call.function, pickled), args, kwargs, needed), needed)
-    return tasks, keymap, [keymap[k] for k in g.order]
+    return tasks, keymap, [keymap[k] for k in g.order if k not in external]
 
 
 async def get_with(session: Session, g, keys):

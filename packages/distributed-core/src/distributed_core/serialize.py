@@ -264,8 +264,24 @@ class _Loader:
             head, indices = self.unpack(data)
             if type(head) is int:
                 head = self.frame(head)
-            return pickle_loads(head, buffers=[self.frame(i) for i in indices])
+            return pickle_loads(head, buffers=[_writable(self.frame(i)) for i in indices])
         raise DecodeError(f"unknown msgpack extension type {code}")
+
+
+def _writable(buf):
+    """A pickle buffer the unpickled object may write to, as any scheduler gives it.
+
+    Frames of at most ``OOB_THRESHOLD`` bytes arrive inside one small
+    message, as slices of an immutable ``bytes`` (a numpy array built on one
+    would be read-only); those are copied into a ``bytearray`` (cheap: small).
+    Larger frames are received into fresh writable buffers and are never copied.
+    """
+    if type(buf) is bytes:
+        if len(buf) <= OOB_THRESHOLD:
+            return bytearray(buf)
+    elif type(buf) is memoryview and buf.readonly and buf.nbytes <= OOB_THRESHOLD:
+        return bytearray(buf)
+    return buf
 
 
 def frame_kinds(head) -> dict:

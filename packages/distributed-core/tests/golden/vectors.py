@@ -328,7 +328,7 @@ VECTORS = [
     _v(
         "ext_pickle_buffer",
         pickle.PickleBuffer(b"abc"),
-        "extension 4 with a protocol-5 out-of-band buffer (arrives as bytes)",
+        "extension 4 with a protocol-5 out-of-band buffer (arrives as its bytes, read-only)",
         decoded=b"abc",
     ),
     _v(
@@ -383,6 +383,10 @@ def describe(value):
         return {"$float": repr(value)}
     if t is complex:
         return {"$complex": [repr(value.real), repr(value.imag)]}
+    if t is memoryview and value.readonly:
+        # a read-only pickle buffer: pickle hands it back read-only (as a view of
+        # the received frame); its content is what the format fixes
+        value, t = value.tobytes(), bytes
     if t is bytes or t is bytearray:
         tag = "$bytes" if t is bytes else "$bytearray"
         if len(value) <= 64:
