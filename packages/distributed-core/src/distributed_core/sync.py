@@ -129,6 +129,7 @@ async def cancel_and_wait(
     `wait` seconds, `rounds` times at most, so it is bounded. What the tasks
     raised is retrieved (never "exception was never retrieved").
 
+    >>> import asyncio
     >>> async def forever():
     ...     await asyncio.sleep(3600)
     >>> async def main():
