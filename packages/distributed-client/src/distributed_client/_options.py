@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from distributed_core import normalize_address
 from distributed_core.resources import parse_resources as _parse_resources
 
-__all__ = ["TaskOptions", "DEFAULT_OPTIONS", "task_options", "parse_resources"]
+__all__ = ["TaskOptions", "DEFAULT_OPTIONS", "task_options", "parse_resources", "worker_list"]
 
 
 @dataclass(frozen=True)
@@ -42,23 +43,35 @@ class TaskOptions:
 DEFAULT_OPTIONS = TaskOptions()
 
 
-def _norm_workers(workers) -> frozenset[str] | None:
+def worker_list(workers) -> list[str] | None:
+    """``workers=`` as a list of normalized addresses (None stays None); clear errors.
+
+    >>> worker_list("127.0.0.1:8789")
+    ['tcp://127.0.0.1:8789']
+    """
     if workers is None:
         return None
     if isinstance(workers, str):
         workers = [workers]
     try:
-        out = frozenset(workers)
+        items = list(workers)
     except TypeError:
         raise TypeError(
             f"workers= takes an address or a list of addresses, not {workers!r:.100}"
         ) from None
-    bad = [w for w in out if not isinstance(w, str)]
+    bad = [w for w in items if not isinstance(w, str)]
     if bad:
         raise TypeError(f"workers= takes addresses as strings, got {bad[0]!r:.100}")
+    return [normalize_address(w) for w in items]
+
+
+def _norm_workers(workers) -> frozenset[str] | None:
+    out = worker_list(workers)
+    if out is None:
+        return None
     if not out:
         raise ValueError("workers= is empty: give at least one worker address, or None for any")
-    return out
+    return frozenset(out)
 
 
 def parse_resources(resources) -> dict[str, float] | None:

@@ -11,31 +11,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from itertools import islice
 
-from ._options import TaskOptions, task_options
+from ._options import TaskOptions, task_options, worker_list
 
 __all__ = ["options_and_restrictions", "map_key_names", "batches", "check_map_keywords"]
 
 #: tasks ``Executor.map`` prepares and sends to the loop at once by default
 DEFAULT_BATCH_SIZE = 2000
-
-
-def _norm_workers(workers: str | Iterable[str] | None) -> list[str] | None:
-    if workers is None:
-        return None
-    from distributed_core import normalize_address
-
-    if isinstance(workers, str):
-        workers = [workers]
-    try:
-        items = list(workers)
-    except TypeError:
-        raise TypeError(
-            f"workers= takes an address or a list of addresses, not {workers!r:.100}"
-        ) from None
-    bad = [w for w in items if not isinstance(w, str)]
-    if bad:
-        raise TypeError(f"workers= takes addresses as strings, got {bad[0]!r:.100}")
-    return [normalize_address(w) for w in items]
 
 
 def options_and_restrictions(
@@ -56,7 +37,7 @@ def options_and_restrictions(
     opts = task_options(
         retries=retries,
         priority=priority,
-        workers=_norm_workers(workers),
+        workers=worker_list(workers),
         allow_other_workers=allow_other_workers,
         resources=resources,
     )

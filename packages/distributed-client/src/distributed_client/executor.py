@@ -14,6 +14,7 @@ from ._args import by_value_modules, prepickle, replace_remote
 from ._cfutures import FutureProtocol, new_condition
 from ._client import ClientBase
 from ._html import executor_html, future_html
+from ._options import worker_list
 from ._retry import retry_keys
 from ._submit import batches, check_map_keywords, map_key_names, options_and_restrictions
 from ._tokenize import funcname, tokenize
@@ -491,7 +492,7 @@ class Executor(ClientBase):
             payload = {f"{type(data).__name__}-{prefix}": data}
         else:
             payload = {f"{type(v).__name__}-{prefix}-{i}": v for i, v in enumerate(data)}
-        await session.scatter(payload, replicas=replicas, workers=_norm_workers(workers))
+        await session.scatter(payload, replicas=replicas, workers=worker_list(workers))
         if shape == "dict":
             return {k: Future(k, self) for k in payload}
         futures = [Future(k, self) for k in payload]
@@ -528,14 +529,14 @@ class Executor(ClientBase):
 
         .. versionadded:: 0.2.0
         """
-        return self._sync(self._center_query, "has_what", workers=_norm_workers(workers))
+        return self._sync(self._center_query, "has_what", workers=worker_list(workers))
 
     def ncores(self, workers: str | Iterable[str] | None = None) -> dict:
         """``{worker address: number of cores}`` from the center (None: every worker).
 
         .. versionadded:: 0.2.0
         """
-        return self._sync(self._center_query, "ncores", workers=_norm_workers(workers))
+        return self._sync(self._center_query, "ncores", workers=worker_list(workers))
 
     async def _center_query(self, op: str, **kwargs) -> dict:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
@@ -729,13 +730,3 @@ def _hold_until_done(session, keys: list) -> None:
 
     for k in keys:
         session.watch(k, done)
-
-
-def _norm_workers(workers):
-    if workers is None:
-        return None
-    from distributed_core import normalize_address
-
-    if isinstance(workers, str):
-        workers = [workers]
-    return [normalize_address(w) for w in workers]
