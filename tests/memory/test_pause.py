@@ -97,8 +97,9 @@ def test_unmanaged_leak_spills_then_nanny_restarts(tmp_path, h):
         ex.submit(leak, int(limit * 0.75) - baseline, pure=False).result()
         h.wait_for(lambda: info(ex)["memory"]["spilled"] > 0, 10, "values spill")
         assert [int(a[0]) for a in ex.gather(futures)] == list(range(10))
-        # leak past terminate: the nanny restarts the worker
-        fatal = ex.submit(leak, int(limit * 0.3), pure=False)  # noqa: F841 (kept: runs)
+        # leak past terminate: the nanny restarts the worker (0.45: the spilled
+        # 50 MB left the worker's memory, so 0.3 would no longer reach 0.95)
+        fatal = ex.submit(leak, int(limit * 0.45), pure=False)  # noqa: F841 (kept: runs)
         h.wait_for(
             lambda: [p.pid for p in h.worker_children(nanny)] not in ([], [worker.pid]),
             20, "the nanny starts a new worker",
