@@ -102,7 +102,7 @@ class StartupError(Exception):
 @click.option(
     "--client-timeout",
     default=_cfg("timeouts.client_timeout"),
-    show_default="30.0, config timeouts.client_timeout",
+    show_default="300.0, config timeouts.client_timeout",
     type=click.FloatRange(min=0, min_open=True),
     help="Delete the data of a client that sent no heartbeat for this many seconds.",
 )

@@ -8,7 +8,7 @@ session releases it (``unregister_client``): the center deletes every key
 only this client asked for, including results of tasks still running, which
 it deletes as they arrive. A client that dies without closing (kill -9, a
 vanished host) stops heartbeating, and the center releases it after its
-``client_timeout`` (``distributed_core.timeouts``, 30 s by default).
+``client_timeout`` (``distributed_core.timeouts``, 300 s by default).
 
 Centers from before issue 10 do not know ``register_client``: the lease then
 does nothing, and closing deletes what the session knows of, as before.

@@ -73,7 +73,7 @@ class Timeouts:
     fetch_timeout: float = 10.0
     center_timeout: float = 10.0
     no_workers_timeout: float = 30.0
-    client_timeout: float = 30.0
+    client_timeout: float = 300.0
     allowed_failures: int = 3
     tcp_keepalive_idle: float = 5.0
     tcp_keepalive_interval: float = 1.0
