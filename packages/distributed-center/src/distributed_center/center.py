@@ -91,7 +91,7 @@ class Center(Server):
         died without closing, or its host vanished) is released: the keys
         only it asked for are deleted on the workers
         (:mod:`distributed_center.clients`). Default:
-        ``timeouts.client_timeout`` from the configuration (30 s).
+        ``timeouts.client_timeout`` from the configuration (300 s).
 
         .. versionadded:: 0.2.0
     clock
