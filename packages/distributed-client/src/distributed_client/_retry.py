@@ -1,10 +1,11 @@
 """``Future.retry()``: erred tasks go back to ``released`` and are needed again.
 
-Runs on the session's loop. Only tasks with a definition can run again
-(scattered data that was lost stays erred); the walk goes down through erred
-inputs, so a task that failed because an input failed reruns that input too.
-A scheduling state with its own ``retry(keys)`` (returning the keys reset)
-is used instead of the reset here.
+Runs on the session's loop. The reset itself is the scheduling state's
+``retry`` transition (:meth:`SchedulerState.retry`): only tasks with a
+definition run again (scattered data that was lost stays erred), and the walk
+goes down through erred inputs, so a task that failed because an input failed
+reruns that input too. What this adds is the wait for the workers' stored
+copies of the old errors to be deleted first.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 __all__ = ["retry_keys"]
 
 
-def _erred_closure(state: Any, keys: list) -> tuple[list, list]:
-    roots = [state.tasks[k] for k in keys if k in state.tasks]
-    stack = [ts for ts in roots if ts.state == "erred"]
+def _erred_closure(state: Any, keys: list) -> list:
+    """The erred tasks among `keys` and their erred inputs (those a retry resets)."""
+    stack = [state.tasks[k] for k in keys if k in state.tasks]
     reset = []
     seen = set()
     while stack:
@@ -28,7 +29,7 @@ def _erred_closure(state: Any, keys: list) -> tuple[list, list]:
         seen.add(ts)
         reset.append(ts)
         stack.extend(ts.dependencies)
-    return roots, reset
+    return reset
 
 
 async def retry_keys(session: Any, keys: Iterable[Hashable]) -> list[Hashable]:
@@ -41,30 +42,15 @@ async def retry_keys(session: Any, keys: Iterable[Hashable]) -> list[Hashable]:
     keys = list(keys)
     if session.closed:
         return []
-    _, reset = _erred_closure(session.state, keys)
-    deleting = [session._deleting[ts.key] for ts in reset if ts.key in session._deleting]
+    deleting = [
+        session._deleting[ts.key]
+        for ts in _erred_closure(session.state, keys)
+        if ts.key in session._deleting
+    ]
     if deleting:
         await asyncio.gather(*(asyncio.shield(d) for d in deleting))
     if session.closed:
         return []
-    state = session.state
-    own = getattr(state, "retry", None)
-    if own is not None:  # a state machine with its own retry transition
-        done = own(keys)
-        session._kick()
-        return list(done or ())
-    roots, reset = _erred_closure(state, keys)  # again: things may have changed meanwhile
-    for ts in reset:
-        ts.state = "released"
-        ts.exception = None
-        ts.killed = []
-        ts.suspicious = 0
-        ts.missing_count = 0
-        ts.avoid.clear()
-        ts.stalled_since = None
-    for ts in reset:
-        if ts.wants > 0 or ts in roots:
-            state.want([ts.key])  # _need walks down to the released inputs
-            state.release([ts.key])
+    done = session.state.retry(keys)  # again from scratch: things may have changed meanwhile
     session._kick()
-    return [ts.key for ts in reset]
+    return list(done)
